@@ -1,0 +1,7 @@
+"""`python -m bridge` runs the command line."""
+
+from __future__ import annotations
+
+from bridge.cli import main
+
+raise SystemExit(main())

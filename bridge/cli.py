@@ -1,0 +1,114 @@
+"""The `acvg-bridge` command line (design §2.1): serve, demo, mappings check, config check."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from bridge.config import Config, load_config, parse_listen
+from bridge.errors import ConfigError, MappingError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from bridge.app import create_app
+
+    try:
+        config = load_config(args.config)
+        if args.listen:
+            parse_listen(args.listen)
+            config = config.model_copy(update={"listen": args.listen})
+        app = create_app(config)
+    except (ConfigError, MappingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"error: --listen: {exc}", file=sys.stderr)
+        return 2
+    host, port = parse_listen(config.listen)
+    logging.getLogger("bridge").info("listening on %s:%d", host, port)
+    web.run_app(app, host=host, port=port, print=None, handle_signals=True)
+    return 0
+
+
+def _mappings_check(args: argparse.Namespace) -> int:
+    from bridge.mapping.loader import check_mappings
+
+    directory = Path(args.dir) if args.dir else None
+    errors = check_mappings(directory)
+    for error in errors:
+        print(f"{error.file}: {error.path}: {error.reason}")
+    if errors:
+        print(f"{len(errors)} error(s)", file=sys.stderr)
+        return 1
+    print("mappings ok")
+    return 0
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    try:
+        config: Config = load_config(args.file)
+    except ConfigError as exc:
+        print(str(exc))
+        return 1
+    if config.mappings:
+        from bridge.mapping.loader import check_mappings
+
+        errors = check_mappings(Path(config.mappings))
+        for error in errors:
+            print(f"mappings: {error.file}: {error.path}: {error.reason}")
+        if errors:
+            return 1
+    print(f"config ok: {len(config.routes)} route(s)")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from bridge.sim.demo import run_demo
+
+    return asyncio.run(run_demo(calls=args.calls))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="acvg-bridge",
+        description="Migration gateway: AudioCodes Bot API in front, Voice Gateway behind.",
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", required=True, help="YAML configuration file")
+    serve.add_argument("--listen", help="HOST:PORT, overrides the config's listen")
+    serve.set_defaults(run=_serve)
+    demo = sub.add_parser("demo", help="bridge + simulators on loopback, scripted calls")
+    demo.add_argument("--calls", type=int, default=1, help="times to run each scenario")
+    demo.set_defaults(run=_demo)
+    mappings = sub.add_parser("mappings", help="mapping files")
+    msub = mappings.add_subparsers(dest="mappings_command", required=True)
+    mcheck = msub.add_parser("check", help="validate mapping files")
+    mcheck.add_argument("dir", nargs="?", help="directory (default: the shipped mappings)")
+    mcheck.set_defaults(run=_mappings_check)
+    config = sub.add_parser("config", help="configuration files")
+    csub = config.add_subparsers(dest="config_command", required=True)
+    ccheck = csub.add_parser("check", help="validate a configuration file")
+    ccheck.add_argument("file")
+    ccheck.set_defaults(run=_config_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    # SIGHUP reload arrives with the routing issue; until then, ignore it rather than die.
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    result: int = args.run(args)
+    return result

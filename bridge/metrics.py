@@ -1,0 +1,109 @@
+"""Prometheus metrics of design §2.4, on a registry owned by one app instance.
+
+Names and label sets are the contract. Label values are bounded: route names from config, paths,
+node names from mapping files, fixed reason words — never numbers, ids or free text.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import generate_latest
+
+import bridge
+
+# Voice turns take a few ms (translated, fast app) to seconds (slow flows); 10 s is VAIC's horizon.
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """Every metric the bridge exports, registered on its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self.build_info = Info("acvg_build", "Build information of acvg-bridge.", registry=reg)
+        self.build_info.info({"version": bridge.__version__})
+        self.calls_started = Counter(
+            "acvg_calls_started_total",
+            "Calls started, by route, path and role.",
+            ["route", "path", "role"],
+            registry=reg,
+        )
+        self.calls_ended = Counter(
+            "acvg_calls_ended_total",
+            "Calls ended, by route, path, role and reason.",
+            ["route", "path", "role", "reason"],
+            registry=reg,
+        )
+        self.calls_active = Gauge(
+            "acvg_calls_active",
+            "Calls in progress, by route, path and role.",
+            ["route", "path", "role"],
+            registry=reg,
+        )
+        self.turn_duration = Histogram(
+            "acvg_turn_duration_seconds",
+            "Time from caller input received to that turn's outputs complete.",
+            ["route", "path", "role"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.translations = Counter(
+            "acvg_translations_total",
+            "Translations between AudioCodes activities and jambonz messages, per node.",
+            ["direction", "node", "result"],
+            registry=reg,
+        )
+        self.shadow_comparisons = Counter(
+            "acvg_shadow_comparisons_total",
+            "Shadow comparisons of one activity, per node and result.",
+            ["route", "node", "result"],
+            registry=reg,
+        )
+        self.shadow_field_mismatches = Counter(
+            "acvg_shadow_field_mismatches_total",
+            "Fields that differed between the two paths, per node and field path.",
+            ["route", "node", "field"],
+            registry=reg,
+        )
+        self.number_metadata = Counter(
+            "acvg_number_metadata_total",
+            "numberMetaData derivations, per result.",
+            ["route", "result"],
+            registry=reg,
+        )
+        self.routing_decisions = Counter(
+            "acvg_routing_decisions_total",
+            "Path decisions taken at call start, per reason.",
+            ["route", "path", "reason"],
+            registry=reg,
+        )
+        self.upstream_errors = Counter(
+            "acvg_upstream_errors_total",
+            "Errors talking to an upstream, per path and kind.",
+            ["route", "path", "kind"],
+            registry=reg,
+        )
+        self.vg_ack = Histogram(
+            "acvg_vg_ack_seconds",
+            "Time the Voice Gateway app took to ack a message (budget 5 s).",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.vg_ack_timeouts = Counter(
+            "acvg_vg_ack_timeouts_total",
+            "Messages the Voice Gateway app did not ack within 5 s.",
+            ["route"],
+            registry=reg,
+        )
+        self.rejected_requests = Counter(
+            "acvg_rejected_requests_total",
+            "VAIC requests rejected, per route and reason.",
+            ["route", "reason"],
+            registry=reg,
+        )
+
+    def exposition(self) -> bytes:
+        """The text exposition format for `/metrics`."""
+        return generate_latest(self.registry)

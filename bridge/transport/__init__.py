@@ -1,0 +1,1 @@
+"""All network I/O: the aiohttp server, the jambonz WS client."""

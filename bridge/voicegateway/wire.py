@@ -1,0 +1,147 @@
+"""Wire names and constants of the jambonz WebSocket API (voicegateway-ws.md §1).
+
+Only names live here: message types, commands, verb names, hook kinds, close codes and timing
+constants. Performs no I/O.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+SUBPROTOCOL = "ws.jambonz.org"
+ACK_TIMEOUT_S = 5.0
+# jambonz:error echoes the offending frame; keep the echo bounded (jambonz caps frames at 24 KiB).
+ERROR_CONTENT_MAX_CHARS = 2048
+
+
+class MessageType(StrEnum):
+    """`type` of a frame, both directions (§1.3, §1.4)."""
+
+    # Voice Gateway -> app
+    SESSION_NEW = "session:new"
+    SESSION_RECONNECT = "session:reconnect"
+    SESSION_REDIRECT = "session:redirect"
+    SESSION_ADULTING = "session:adulting"
+    VERB_HOOK = "verb:hook"
+    DIAL_CONFIRM = "dial:confirm"
+    CALL_STATUS = "call:status"
+    VERB_STATUS = "verb:status"
+    JAMBONZ_ERROR = "jambonz:error"
+    QUEUE_STATUS = "queue:status"
+    LLM_EVENT = "llm:event"
+    LLM_TOOL_CALL = "llm:tool-call"
+    TTS_STREAMING_EVENT = "tts:streaming-event"
+    TTS_TOKENS_RESULT = "tts:tokens-result"
+    # app -> Voice Gateway
+    ACK = "ack"
+    COMMAND = "command"
+
+
+# VG -> app messages the app must ack within ACK_TIMEOUT_S (§0).
+ACKED_TYPES = frozenset(
+    {
+        MessageType.SESSION_NEW,
+        MessageType.SESSION_RECONNECT,
+        MessageType.SESSION_REDIRECT,
+        MessageType.SESSION_ADULTING,
+        MessageType.VERB_HOOK,
+        MessageType.DIAL_CONFIRM,
+        MessageType.QUEUE_STATUS,
+    }
+)
+
+
+class Command(StrEnum):
+    """`command` values of app -> VG `command` frames (§1.4)."""
+
+    REDIRECT = "redirect"
+    CALL_STATUS = "call:status"
+    CONFIG = "config"
+    DUB = "dub"
+    RECORD = "record"
+    MUTE_STATUS = "mute:status"
+    LISTEN_STATUS = "listen:status"
+    STREAM_STATUS = "stream:status"
+    TRANSCRIBE_STATUS = "transcribe:status"
+    WHISPER = "whisper"
+    SIP_REQUEST = "sip:request"
+    DTMF = "dtmf"
+    MEDIA_PATH = "media:path"
+    CONF_MUTE_STATUS = "conf:mute-status"
+    CONF_HOLD_STATUS = "conf:hold-status"
+    CONF_PARTICIPANT_ACTION = "conf:participant-action"
+    BOOST_AUDIO_SIGNAL = "boostAudioSignal"
+    DIAL = "dial"
+    LLM_TOOL_OUTPUT = "llm:tool-output"
+    LLM_UPDATE = "llm:update"
+    TTS_TOKENS = "tts:tokens"
+    TTS_FLUSH = "tts:flush"
+    TTS_CLEAR = "tts:clear"
+
+
+# The only commands whose `data` may be absent (§1.4).
+COMMANDS_WITHOUT_DATA = frozenset({Command.LLM_TOOL_OUTPUT, Command.TTS_FLUSH, Command.TTS_CLEAR})
+
+
+class Verb(StrEnum):
+    """Canonical verb names (voicegateway-ws.md §3)."""
+
+    ALERT = "alert"
+    ANSWER = "answer"
+    CONFERENCE = "conference"
+    CONFIG = "config"
+    DEQUEUE = "dequeue"
+    DIAL = "dial"
+    DTMF = "dtmf"
+    DUB = "dub"
+    ENQUEUE = "enqueue"
+    GATHER = "gather"
+    HANGUP = "hangup"
+    LEAVE = "leave"
+    LISTEN = "listen"
+    LLM = "llm"
+    MESSAGE = "message"
+    PAUSE = "pause"
+    PLAY = "play"
+    REDIRECT = "redirect"
+    SAY = "say"
+    SIP_DECLINE = "sip:decline"
+    SIP_REFER = "sip:refer"
+    SIP_REQUEST = "sip:request"
+    TAG = "tag"
+    TRANSCRIBE = "transcribe"
+
+
+class HookKind(StrEnum):
+    """Which pending hook a caller-side result is reported on (design.md §3.1)."""
+
+    INPUT = "input"  # gather actionHook, else config.bargeIn actionHook, else the route default
+    TRANSFER = "transfer"  # dial / sip:refer actionHook
+    PLAY = "play"  # play actionHook
+
+
+class CallStatus(StrEnum):
+    """`call_status` values (§2.2)."""
+
+    TRYING = "trying"
+    RINGING = "ringing"
+    EARLY_MEDIA = "early-media"
+    IN_PROGRESS = "in-progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    BUSY = "busy"
+    NO_ANSWER = "no-answer"
+    QUEUED = "queued"
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes Voice Gateway uses (§1.6)."""
+
+    NORMAL = 1000  # end of call
+    GOING_AWAY = 1001  # failure while retrieving the application (session:new rejected)
+
+
+class ErrorMsg(StrEnum):
+    """`data.msg` of the `jambonz:error` frames we send (§1.6)."""
+
+    INVALID_MESSAGE = "InvalidMessage"
