@@ -8,22 +8,21 @@ response. Translation is the engine's, turn cutting is `turns.TurnCollector`'s.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from bridge.audiocodes import wire as ac
 from bridge.audiocodes.conversation import Conversation, InputKind, classify
 from bridge.audiocodes.events import ActivitiesReceived, ConversationEnded, DuplicateReceived
 from bridge.config import Route
+from bridge.delivery import Channel, Delivery, Outbox
 from bridge.mapping.engine import Engine, Translation
 from bridge.metrics import Metrics
 from bridge.numbers import number_metadata
 from bridge.transport.vg import UpstreamConnectError, VoiceGatewaySocket, open_socket
-from bridge.turns import TurnCollector
 from bridge.voicegateway import events as vge
 from bridge.voicegateway.protocol import CallProtocol
 from bridge.voicegateway.wire import HookKind
@@ -36,7 +35,18 @@ _HOOK_KINDS = {"input": HookKind.INPUT, "transfer": HookKind.TRANSFER, "play": H
 _END_REASONS = frozenset({"client-disconnected", "bot-disconnected", "transferred", "error"})
 
 SocketOpener = Callable[[str, float], Awaitable[VoiceGatewaySocket]]
+Outputs = tuple[dict[str, object], ...]
 log = logging.getLogger("bridge.session")
+
+
+class PushChannel(Protocol):
+    """Where unsolicited outputs go: the HTTP-mode push socket or the VAIC WebSocket."""
+
+    async def push(self, outputs: list[dict[str, object]]) -> None:
+        """Deliver one batch; raise ConnectionError if VAIC did not get it."""
+
+    async def close(self) -> None:
+        """The conversation ended: close the channel."""
 
 
 async def _open(url: str, timeout_s: float) -> VoiceGatewaySocket:
@@ -55,12 +65,13 @@ class CallSession:
         engine: Engine,
         metrics: Metrics,
         opener: SocketOpener = _open,
+        conversation: Conversation | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         now = self._loop.time()
         self.route_name = route_name
         self.route = route
-        self.conversation = Conversation(
+        self.conversation = conversation or Conversation(
             conversation_id, route.expires_seconds, now, max_activities=route.max_activities
         )
         self.call_sid = str(uuid.uuid4())
@@ -68,8 +79,10 @@ class CallSession:
         self._metrics = metrics
         self._opener = opener
         self._protocol = CallProtocol(self.call_sid, input_hook=route.input_hook, now=now)
-        self._turns = TurnCollector(
-            settle_s=route.turn_settle_ms / 1000, timeout_s=route.turn_timeout_ms / 1000
+        self._outbox = Outbox(
+            async_mode=route.async_mode,
+            settle_s=route.turn_settle_ms / 1000,
+            timeout_s=route.turn_timeout_ms / 1000,
         )
         self._ctx: dict[str, Any] = {
             "route": route_name,
@@ -88,9 +101,11 @@ class CallSession:
         self._reader: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._changed = asyncio.Event()
         self._turn_lock = asyncio.Lock()
         self._send_lock = asyncio.Lock()
+        self._push_lock = asyncio.Lock()
+        self._push: PushChannel | None = None
+        self._responses: dict[int, asyncio.Future[Outputs]] = {}
         self._turn_done: dict[int, asyncio.Future[None]] = {}
         self._started = False
         self._vg_open = False
@@ -104,35 +119,62 @@ class CallSession:
 
     async def receive_activities(self, body: object) -> dict[str, object]:
         """One activities POST; returns the response body (raises AudioCodesProtocolError)."""
-        now = self._loop.time()
-        event = self.conversation.receive_activities(body, now)[0]
+        event = self.conversation.receive_activities(body, self._loop.time())[0]
         if isinstance(event, DuplicateReceived):
-            done = self._turn_done.get(event.turn)
-            if done is not None:
-                await asyncio.shield(done)
-            return ac.activities_response(
-                self.conversation.conversation_id, self.conversation.outputs_of(event.turn)
-            )
-        assert isinstance(event, ActivitiesReceived)
+            outputs = await self.replay_turn(event.turn)
+        else:
+            assert isinstance(event, ActivitiesReceived)
+            outputs = await self.run_turn(event.turn, event.activities)
+        return ac.activities_response(self.conversation.conversation_id, list(outputs))
+
+    async def replay_turn(self, turn: int) -> Outputs:
+        """VAIC retried a turn: the outputs of the original, never forwarded upstream again."""
+        done = self._turn_done.get(turn)
+        if done is not None:
+            await asyncio.shield(done)
+        return tuple(self.conversation.outputs_of(turn))
+
+    async def run_turn(self, turn: int, activities: tuple[dict[str, Any], ...]) -> Outputs:
+        """Forward a turn's caller inputs; sync: the turn's outputs, async: what was waiting."""
         done = self._loop.create_future()
-        self._turn_done[event.turn] = done
+        self._turn_done[turn] = done
+        outputs: Outputs = ()
         try:
             async with self._turn_lock:
                 started = self._loop.time()
-                self._turns.begin_turn(event.turn, started)
-                for activity in event.activities:
+                response: asyncio.Future[Outputs] | None = None
+                if not self._outbox.async_mode:
+                    response = self._loop.create_future()
+                    self._responses[turn] = response
+                    self._outbox.begin_turn(turn, started)
+                for activity in activities:
                     await self._receive_input(activity)
-                response = await self._await_response()
-                outputs = list(response.outputs)
-                self.conversation.record_outputs(event.turn, outputs)
+                await self._deliver()
+                if response is None:
+                    outputs = self._outbox.take_waiting()
+                else:
+                    outputs = await response
+                self.conversation.record_outputs(turn, outputs)
                 if self._started:
                     self._metrics.turn_duration.labels(self.route_name, PATH, ROLE).observe(
                         self._loop.time() - started
                     )
         finally:
+            self._responses.pop(turn, None)
             done.set_result(None)
-            self._turn_done.pop(event.turn - 8, None)
-        return ac.activities_response(self.conversation.conversation_id, outputs)
+            self._turn_done.pop(turn - 8, None)
+        return outputs
+
+    async def attach_push(self, channel: PushChannel) -> None:
+        """A push channel connected: what waits goes out first, then outputs as they come."""
+        self._push = channel
+        self._outbox.connect_push()
+        await self._deliver()
+
+    def detach_push(self, channel: PushChannel) -> None:
+        if self._push is channel:
+            self._push = None
+            self._outbox.disconnect_push()
 
     def receive_refresh(self, body: object) -> dict[str, object]:
         self.conversation.receive_refresh(body, self._loop.time())
@@ -244,6 +286,7 @@ class CallSession:
                 "voice gateway closed the socket mid-call (code %s)", socket.close_code
             )
             self._fail("voice gateway connection lost")
+            await self._deliver()
 
     async def _after_protocol(self) -> None:
         """Apply what the jambonz side produced, send its messages, re-arm the ack timer."""
@@ -252,10 +295,9 @@ class CallSession:
         while events := self._protocol.events_received():
             for event in events:
                 close_code = self._apply(event, now) or close_code
-        self._turns.set_busy(self._protocol.awaiting_ack, now)
-        self._arm_timer()
-        self._changed.set()
+        self._outbox.set_busy(self._protocol.awaiting_ack, now)
         await self._send_pending()
+        await self._deliver()
         if close_code is not None and self._socket is not None:
             self._vg_open = False
             socket, self._socket = self._socket, None
@@ -294,7 +336,7 @@ class CallSession:
             elif self.route.unmapped == "fail":
                 self._fail(f"unmapped verb {name}")
                 return
-        self._turns.add_outputs(outputs, now, turn_ending=name in TURN_ENDING_VERBS)
+        self._outbox.add_outputs(outputs, now, turn_ending=name in TURN_ENDING_VERBS)
         if name == "hangup" and self._vg_open:
             self._protocol.end("jambonz", now)
 
@@ -312,18 +354,19 @@ class CallSession:
     def _fail(self, reason: str) -> None:
         """End the call cleanly toward VAIC: a hangup activity, then no more outputs."""
         hangup = {"type": "event", "name": "hangup", "activityParams": {"hangupReason": reason}}
-        self._turns.add_outputs([ac.stamp(hangup, datetime.now(UTC))], self._loop.time())
-        self._turns.call_ended()
+        self._outbox.add_outputs([ac.stamp(hangup, datetime.now(UTC))], self._loop.time())
+        self._outbox.call_ended()
         if self._vg_open:
             self._protocol.end("jambonz", self._loop.time())
-        self._changed.set()
 
     def _finish(self, reason: str) -> None:
         if self._closed:
             return
         self._closed = True
-        self._turns.call_ended()
-        self._changed.set()
+        self._outbox.call_ended()
+        for response in self._responses.values():
+            if not response.done():
+                response.set_result(self._outbox_take_all())
         if self._timer is not None:
             self._timer.cancel()
         if self._started:
@@ -334,6 +377,9 @@ class CallSession:
         """Release the socket and tasks (after the call ended)."""
         self._finish("other")
         self._vg_open = False
+        if self._push is not None:
+            push, self._push = self._push, None
+            await push.close()
         if self._socket is not None:
             socket, self._socket = self._socket, None
             await socket.close(1000)
@@ -352,8 +398,41 @@ class CallSession:
                 except Exception:  # the reader notices the closed socket and ends the call
                     self.log.warning("sending to the voice gateway failed")
 
+    async def _deliver(self) -> None:
+        """Hand every complete batch to its channel, then re-arm the timer."""
+        for delivery in self._outbox.poll(self._loop.time()):
+            if delivery.channel is Channel.RESPONSE and delivery.turn is not None:
+                response = self._responses.get(delivery.turn)
+                if response is not None and not response.done():
+                    response.set_result(delivery.outputs)
+                    continue
+                self._outbox.requeue(delivery)
+            else:
+                await self._push_delivery(delivery)
+        self._arm_timer()
+
+    async def _push_delivery(self, delivery: Delivery) -> None:
+        async with self._push_lock:
+            channel = self._push
+            if channel is None:
+                self._outbox.requeue(delivery)
+                return
+            try:
+                await channel.push(list(delivery.outputs))
+            except ConnectionError:
+                self.log.info("push channel lost; outputs wait for the next channel")
+                self._outbox.requeue(delivery)
+                self.detach_push(channel)
+
+    def _outbox_take_all(self) -> Outputs:
+        taken: list[dict[str, object]] = []
+        for delivery in self._outbox.poll(self._loop.time()):
+            taken.extend(delivery.outputs)
+        return tuple(taken)
+
     def _arm_timer(self) -> None:
-        deadline = self._protocol.next_deadline()
+        deadlines = [d for d in (self._protocol.next_deadline(), self._outbox.deadline()) if d]
+        deadline = min(deadlines) if deadlines else None
         if deadline == self._timer_at:
             return
         if self._timer is not None:
@@ -369,18 +448,6 @@ class CallSession:
         self._protocol.tick(self._loop.time())
         task = self._loop.create_task(self._after_protocol())
         task.add_done_callback(_log_task_error)
-
-    async def _await_response(self) -> Any:
-        while True:
-            now = self._loop.time()
-            response = self._turns.poll(now)
-            if response is not None:
-                return response
-            deadline = self._turns.deadline()
-            self._changed.clear()
-            timeout = None if deadline is None else max(0.0, deadline - now)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout)
 
 
 def activity_name(activity: dict[str, Any]) -> str:

@@ -109,11 +109,13 @@ def _pump(stream: Any, lines: queue.Queue[str | None]) -> None:
     lines.put(None)
 
 
-def start_vg_app(log_path: Path, *, port: int = 0, timeout: float = 20.0) -> NodeApp:
-    """Start vg_app.js on 127.0.0.1 and wait for `LISTENING <port>`; kills it on timeout."""
+def start_vg_app(
+    log_path: Path, *, port: int = 0, timeout: float = 20.0, script: Path = VG_APP
+) -> NodeApp:
+    """Start a peer app (vg_app.js by default) on 127.0.0.1 and wait for `LISTENING <port>`."""
     env = dict(os.environ, PORT=str(port))
     process = subprocess.Popen(
-        [node_binary(), str(VG_APP), "--port", str(port), "--log", str(log_path)],
+        [node_binary(), str(script), "--port", str(port), "--log", str(log_path)],
         cwd=PEERS_DIR,
         env=env,
         stdout=subprocess.PIPE,
@@ -141,9 +143,9 @@ def start_vg_app(log_path: Path, *, port: int = 0, timeout: float = 20.0) -> Nod
 
 
 @contextmanager
-def running_vg_app(log_path: Path, *, port: int = 0) -> Iterator[NodeApp]:
+def running_vg_app(log_path: Path, *, port: int = 0, script: Path = VG_APP) -> Iterator[NodeApp]:
     """`with running_vg_app(tmp_path / "vg.jsonl") as app:` — stopped on exit."""
-    app = start_vg_app(log_path, port=port)
+    app = start_vg_app(log_path, port=port, script=script)
     try:
         yield app
     finally:

@@ -1,6 +1,6 @@
-"""Wire names and response bodies of the AudioCodes Bot API in HTTP mode, bot side.
+"""Wire names and response bodies of the AudioCodes Bot API (HTTP and WebSocket mode), bot side.
 
-Pure: no I/O, no clock (`stamp` takes the time). Names follow audiocodes-bot-api.md §1 and §3;
+Pure: no I/O, no clock (`stamp` takes the time). Names follow audiocodes-bot-api.md §1-§3;
 event names are case-sensitive on the wire.
 Bodies built here use plain `str` keys, not enum members, so any JSON encoder takes them.
 """
@@ -10,16 +10,20 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from urllib.parse import quote
 
 __all__ = [
     "ActivityParam",
     "ActivityType",
     "BotEvent",
+    "BotStreamMessage",
     "CallerEvent",
+    "CloseCode",
     "DisconnectReason",
     "Field",
+    "StreamField",
+    "VaicStreamMessage",
     "activities_response",
     "conversation_path",
     "create_response",
@@ -127,6 +131,63 @@ class DisconnectReason(StrEnum):
     NO_ANSWER = "no-answer"
     BUSY = "busy"
     DECLINED = "declined"
+
+
+class VaicStreamMessage(StrEnum):
+    """WebSocket (streaming) mode message types VAIC sends to the bot (§2.1)."""
+
+    SESSION_INITIATE = "session.initiate"
+    SESSION_RESUME = "session.resume"
+    SESSION_END = "session.end"
+    ACTIVITIES = "activities"
+    USER_STREAM_START = "userStream.start"
+    USER_STREAM_CHUNK = "userStream.chunk"
+    USER_STREAM_STOP = "userStream.stop"
+    CONNECTION_VALIDATE = "connection.validate"
+
+
+class BotStreamMessage(StrEnum):
+    """WebSocket (streaming) mode message types the bot sends to VAIC (§2.2)."""
+
+    SESSION_ACCEPTED = "session.accepted"
+    SESSION_ERROR = "session.error"
+    CONNECTION_VALIDATED = "connection.validated"
+    ACTIVITIES = "activities"
+    USER_STREAM_STARTED = "userStream.started"
+    USER_STREAM_STOPPED = "userStream.stopped"
+    USER_STREAM_SPEECH_STARTED = "userStream.speech.started"
+    USER_STREAM_SPEECH_STOPPED = "userStream.speech.stopped"
+    USER_STREAM_SPEECH_HYPOTHESIS = "userStream.speech.hypothesis"
+    USER_STREAM_SPEECH_RECOGNITION = "userStream.speech.recognition"
+    USER_STREAM_SPEECH_COMMITTED = "userStream.speech.committed"
+    PLAY_STREAM_START = "playStream.start"
+    PLAY_STREAM_CHUNK = "playStream.chunk"
+    PLAY_STREAM_STOP = "playStream.stop"
+
+
+class StreamField(StrEnum):
+    """Top-level field names of WebSocket (streaming) mode messages (§2.1, §2.2)."""
+
+    TYPE = "type"
+    CONVERSATION_ID = "conversationId"
+    EXPECT_AUDIO_MESSAGES = "expectAudioMessages"
+    SUPPORTED_MEDIA_FORMATS = "supportedMediaFormats"
+    MEDIA_FORMAT = "mediaFormat"
+    CALLER = "caller"
+    BOT_NAME = "botName"
+    ACTIVITIES = "activities"
+    REASON = "reason"
+    REASON_CODE = "reasonCode"
+    PARAMETERS = "parameters"
+    SUCCESS = "success"
+    PARTICIPANT = "participant"
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the bot uses in streaming mode (RFC 6455 §7.4.1)."""
+
+    NORMAL = 1000
+    POLICY_VIOLATION = 1008
 
 
 def format_timestamp(at: datetime) -> str:

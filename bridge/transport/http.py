@@ -110,7 +110,7 @@ async def create(request: web.Request, gateway: Gateway, name: str, route: Route
         raise AudioCodesProtocolError("conversation already exists", status=409, reason="conflict")
     base = f"{gateway.config.public_url or ''}/ac/{name}"
     return web.json_response(
-        ac.create_response(base, conversation_id, route.expires_seconds, websocket=False)
+        ac.create_response(base, conversation_id, route.expires_seconds, websocket=route.async_mode)
     )
 
 
@@ -136,6 +136,42 @@ async def disconnect(
     gateway.calls.remove(session)
     await session.close()
     return web.json_response(result)
+
+
+class PushSocket:
+    """The HTTP-mode push channel: `{"conversation": ID, "activities": [...]}` text frames."""
+
+    def __init__(self, ws: web.WebSocketResponse, conversation_id: str) -> None:
+        self._ws = ws
+        self._conversation_id = conversation_id
+
+    async def push(self, outputs: list[dict[str, object]]) -> None:
+        if self._ws.closed:
+            raise ConnectionError("push socket closed")
+        frame = ac.activities_response(self._conversation_id, outputs)
+        try:
+            await self._ws.send_str(JSON_DUMPS(frame))
+        except (ConnectionError, RuntimeError) as exc:
+            raise ConnectionError(str(exc)) from exc
+
+    async def close(self) -> None:
+        await self._ws.close()
+
+
+async def push_socket(
+    request: web.Request, gateway: Gateway, name: str, route: Route
+) -> web.StreamResponse:
+    session = _session(gateway, name, request)
+    ws = web.WebSocketResponse(autoping=True)
+    await ws.prepare(request)
+    channel = PushSocket(ws, session.conversation.conversation_id)
+    await session.attach_push(channel)
+    try:
+        async for _ in ws:  # VAIC sends nothing meaningful here (audiocodes-bot-api.md §1.6)
+            pass
+    finally:
+        session.detach_push(channel)
+    return ws
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -179,6 +215,7 @@ def add_routes(app: web.Application) -> None:
             web.post(f"{conv}/activities", _route_handler(activities)),
             web.post(f"{conv}/refresh", _route_handler(refresh)),
             web.post(f"{conv}/disconnect", _route_handler(disconnect)),
+            web.get(f"{conv}/websocket", _route_handler(push_socket)),
             web.get("/metrics", metrics),
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),

@@ -5,7 +5,8 @@
  *
  * usage: node vg_app.js [--port N] [--log FILE] [--path P]   (port also from $PORT; 0 = any)
  * Prints "LISTENING <port>" on stdout once ready. Every frame received (dir "in") and sent
- * (dir "out") is written as one JSON line to FILE, or to stderr without --log.
+ * (dir "out") is written as one JSON line to FILE, or to stderr without --log; the socket's end
+ * as {"dir": "close", "code": N, "reason": "..."}.
  */
 const fs = require('fs');
 const http = require('http');
@@ -57,7 +58,7 @@ svc.handle = (ws, path) => {
     record({ dir: 'out', msg: parseFrame(data) });
     return send(data, ...rest);
   };
-  ws.on('close', (code) => record({ dir: 'close', code }));
+  ws.on('close', (code, reason) => record({ dir: 'close', code, reason: String(reason || '') }));
   return handle(ws, path);
 };
 

@@ -1,0 +1,150 @@
+"""The embedded demo: every scenario holds, and everything the bridge sent the simulated VG
+endpoint on the way validates against the official jambonz callback schemas."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from io import StringIO
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from bridge.app import create_app
+from bridge.config import parse_config
+from bridge.sim.demo import DEMO_TOKEN, demo_config, run_demo
+from bridge.sim.scenario import ScenarioResult, load_scenarios, parse_scenario, run_scenario
+from bridge.sim.vg_endpoint import VGEndpointSim
+from tests.jambonz_schema import validate_callback
+
+SCENARIOS = load_scenarios()
+# The shipped refer scenario ends with VAIC's `transferred` hang-up, so the refer actionHook never
+# fires; this test-only variant makes the REFER fail so the sip-refer schema is applied too.
+REFER_FAILED = parse_scenario(
+    {
+        "name": "transfer_refer_failed",
+        "route": "support",
+        "flow": "transfer_refer",
+        "caller": "+4915112345678",
+        "callee": "+4930111004",
+        "steps": [
+            {"start": None, "expect": [{"type": "message"}, {"type": "event", "name": "transfer"}]},
+            {
+                "transfer_status": {"status": "failed", "reasonCode": "busy", "reason": "486"},
+                "expect": [
+                    {"type": "message", "text": "The transfer did not work."},
+                    {
+                        "type": "event",
+                        "name": "hangup",
+                        "activityParams": {"hangupReason": "refer failed"},
+                    },
+                ],
+            },
+            {"hangup": None, "expect": []},
+        ],
+    }
+)
+# The callback schema of each hook the simulated flows use (bridge/sim/flow.py).
+HOOK_SCHEMAS = {"voice": "gather", "dial": "dial", "refer": "sip-refer", "play": "play"}
+
+
+async def test_run_demo_passes_and_prints_transcripts_and_summary() -> None:
+    out = StringIO()
+    assert await run_demo(calls=1, out=out) == 0
+    text = out.getvalue()
+    assert SCENARIOS, "no scenarios shipped"
+    for scenario in SCENARIOS:
+        assert f"== {scenario.name}: PASS" in text
+    assert "Translations by node:" in text
+    assert "Summary:" in text
+    summary = text[text.index("Summary:") :]
+    for scenario in SCENARIOS:
+        assert any(line.split()[:2] == [scenario.name, "PASS"] for line in summary.splitlines()), (
+            scenario.name
+        )
+    assert f"{len(SCENARIOS)}/{len(SCENARIOS)} scenarios held" in text
+
+
+@dataclass
+class DemoSetup:
+    sim: VGEndpointSim
+    base_url: str
+    http: aiohttp.ClientSession
+
+
+@pytest.fixture
+async def demo_setup() -> AsyncIterator[DemoSetup]:
+    """What `run_demo` builds, kept open so the simulator's recordings can be inspected."""
+    sim = VGEndpointSim()
+    await sim.start()
+    app = create_app(parse_config(demo_config(sim.url()), env={}))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    http = aiohttp.ClientSession()
+    try:
+        yield DemoSetup(sim, f"http://127.0.0.1:{runner.addresses[0][1]}", http)
+    finally:
+        await http.close()
+        await runner.cleanup()
+        await sim.stop()
+
+
+def _schema_for(msg: dict[str, Any]) -> str | None:
+    kind = msg.get("type")
+    if kind == "session:new":
+        return "session-new"
+    if kind == "call:status":
+        return "call-status"
+    if kind == "verb:hook":
+        return HOOK_SCHEMAS.get(str(msg.get("hook")))
+    return None
+
+
+def _problems(call_sid: str, received: list[dict[str, Any]]) -> list[str]:
+    problems: list[str] = []
+    for index, msg in enumerate(received):
+        where = f"call {call_sid} #{index} {msg.get('type')}"
+        missing = [k for k in ("type", "msgid", "call_sid", "data") if k not in msg]
+        if missing:
+            problems.append(f"{where}: missing {missing}")
+            continue
+        schema = _schema_for(msg)
+        if schema is None:
+            problems.append(f"{where}: no callback schema for hook {msg.get('hook')!r}")
+            continue
+        problems.extend(f"{where} ({schema}): {e}" for e in validate_callback(schema, msg["data"]))
+    return problems
+
+
+async def test_every_message_the_bridge_sends_in_the_demo_is_schema_valid(
+    demo_setup: DemoSetup,
+) -> None:
+    results: list[ScenarioResult] = []
+    for scenario in [*SCENARIOS, REFER_FAILED]:
+        results.append(
+            await run_scenario(scenario, demo_setup.base_url, DEMO_TOKEN, session=demo_setup.http)
+        )
+    failed = [f"{r.name}: {r.failure}" for r in results if not r.passed]
+    assert not failed, failed
+
+    sim = demo_setup.sim
+    assert sim.stray == []
+    assert len(sim.calls) == len(SCENARIOS) + 1
+    problems: list[str] = []
+    hooks_seen: set[str] = set()
+    for call_sid, call in sim.calls.items():
+        assert call.received, call_sid
+        assert call.received[0]["type"] == "session:new"
+        assert {m.get("call_sid") for m in call.received} == {call_sid}
+        hooks_seen.update(str(m.get("hook")) for m in call.messages("verb:hook"))
+        problems.extend(_problems(call_sid, call.received))
+        statuses = [m["data"].get("call_status") for m in call.messages("call:status")]
+        assert statuses[-1:] == ["completed"], (call.flow, statuses)
+        assert call.received[-1]["type"] == "call:status", (call.flow, call.received_types())
+    assert not problems, "\n".join(problems)
+    # Every hook kind was exercised, so every callback schema above was applied.
+    assert hooks_seen == set(HOOK_SCHEMAS), hooks_seen
