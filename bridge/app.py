@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from bridge.audiocodes.streaming import StreamingSession
 from bridge.config import Config
 from bridge.mapping.engine import Engine
 from bridge.mapping.loader import load_mappings
@@ -51,7 +52,7 @@ class CallRegistry:
 
     async def expire(self, now: float) -> int:
         """End and drop calls idle longer than their conversation allows."""
-        expired = [call for call in self._calls.values() if call.conversation.expired(now)]
+        expired = [call for call in self._calls.values() if call.expired(now)]
         for call in expired:
             self.remove(call)
             await call.expire()
@@ -68,6 +69,12 @@ class Gateway:
         self.engine = engine
         self.opener = opener
         self.calls = CallRegistry()
+        # WebSocket-mode calls by (route, conversation): what `session.resume` reattaches to.
+        self.streams: dict[tuple[str, str], tuple[StreamingSession, CallSession]] = {}
+
+    def prune_streams(self) -> None:
+        for key in [key for key in self.streams if self.calls.get(*key) is None]:
+            del self.streams[key]
 
 
 GatewayKey = web.AppKey("gateway", Gateway)
@@ -102,6 +109,7 @@ async def _expiry_loop(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(EXPIRY_SCAN_S)
             try:
                 await gateway.calls.expire(loop.time())
+                gateway.prune_streams()
             except Exception:
                 log.exception("expiry scan failed")
 

@@ -42,6 +42,10 @@ log = logging.getLogger("bridge.session")
 class PushChannel(Protocol):
     """Where unsolicited outputs go: the HTTP-mode push socket or the VAIC WebSocket."""
 
+    @property
+    def carries_responses(self) -> bool:
+        """True when turn responses go out on this channel too (WebSocket mode)."""
+
     async def push(self, outputs: list[dict[str, object]]) -> None:
         """Deliver one batch; raise ConnectionError if VAIC did not get it."""
 
@@ -66,6 +70,7 @@ class CallSession:
         metrics: Metrics,
         opener: SocketOpener = _open,
         conversation: Conversation | None = None,
+        expiry: Callable[[float], bool] | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         now = self._loop.time()
@@ -74,6 +79,7 @@ class CallSession:
         self.conversation = conversation or Conversation(
             conversation_id, route.expires_seconds, now, max_activities=route.max_activities
         )
+        self._expiry = expiry or self.conversation.expired
         self.call_sid = str(uuid.uuid4())
         self._engine = engine
         self._metrics = metrics
@@ -184,13 +190,20 @@ class CallSession:
         events = self.conversation.receive_disconnect(body, self._loop.time())
         ended = events[0]
         assert isinstance(ended, ConversationEnded)
+        await self.end_by_caller(ended.reason_code, ended.reason)
+        return {}
+
+    async def end_by_caller(self, reason_code: str | None, reason: str | None) -> None:
+        """VAIC ended the conversation (disconnect POST or `session.end`)."""
         end_activity = {
             "type": "event",
             "name": "conversationEnd",
-            "parameters": {"reasonCode": ended.reason_code, "reason": ended.reason},
+            "parameters": {"reasonCode": reason_code, "reason": reason},
         }
-        await self._end_by_caller(end_activity, ended.reason_code)
-        return {}
+        await self._end_by_caller(end_activity, reason_code)
+
+    def expired(self, now: float) -> bool:
+        return self._expiry(now)
 
     async def expire(self) -> None:
         """The conversation idled out: end the Voice Gateway side as jambonz would."""
@@ -403,10 +416,12 @@ class CallSession:
         for delivery in self._outbox.poll(self._loop.time()):
             if delivery.channel is Channel.RESPONSE and delivery.turn is not None:
                 response = self._responses.get(delivery.turn)
-                if response is not None and not response.done():
-                    response.set_result(delivery.outputs)
+                if response is None or response.done():
+                    self._outbox.requeue(delivery)
                     continue
-                self._outbox.requeue(delivery)
+                if self._push is not None and self._push.carries_responses:
+                    await self._push_delivery(delivery)
+                response.set_result(delivery.outputs)
             else:
                 await self._push_delivery(delivery)
         self._arm_timer()

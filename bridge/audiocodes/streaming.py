@@ -40,7 +40,14 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 
 from bridge.audiocodes.conversation import IDLE_FACTOR, MAX_ID_LENGTH, Conversation
-from bridge.audiocodes.events import MessageRejected, SessionEnded, SessionInitiated, StreamingEvent
+from bridge.audiocodes.events import (
+    ActivitiesReceived,
+    DuplicateReceived,
+    MessageRejected,
+    SessionEnded,
+    SessionInitiated,
+    StreamingEvent,
+)
 from bridge.audiocodes.wire import BotStreamMessage, CloseCode, StreamField, VaicStreamMessage
 from bridge.errors import AudioCodesProtocolError
 
@@ -278,8 +285,7 @@ class StreamingSession:
 
     def receive_text(self, text: str | bytes, now: float) -> None:
         """Handle one frame from VAIC. Never raises."""
-        if self.state is not StreamState.DETACHED:
-            self._idle_since = now
+        self._idle_since = now
         try:
             message = _decode(text)
         except (ValueError, RecursionError):
@@ -316,7 +322,9 @@ class StreamingSession:
     def _receive_initiate(self, message: dict[str, object], now: float) -> None:
         if self.state is not StreamState.AWAITING_INITIATE:
             if self.state is not StreamState.ENDED:
-                self._outbox.append(session_error("session already initiated", self.conversation_id))
+                self._outbox.append(
+                    session_error("session already initiated", self.conversation_id)
+                )
             self._reject_state(VaicStreamMessage.SESSION_INITIATE)
             return
         conversation_id = _valid_id(message.get(StreamField.CONVERSATION_ID))
@@ -372,9 +380,9 @@ class StreamingSession:
         except AudioCodesProtocolError as error:
             self._reject(error.reason, error.message)
             return
-        for event in events:
-            assert not isinstance(event, SessionEnded)
-            self._events.append(event)  # type: ignore[arg-type]
+        self._events.extend(
+            e for e in events if isinstance(e, ActivitiesReceived | DuplicateReceived)
+        )
 
     def _receive_end(self, message: dict[str, object], now: float) -> None:
         reason_code, reason = _end_reason(message)
@@ -395,7 +403,7 @@ class StreamingSession:
     def refuse(self, reason: str, now: float) -> None:
         """Answer the initiate with `session.error` and close 1008 (the bot cannot serve it)."""
         if self.state is not StreamState.INITIATED:
-            self._bot_transition(Input.ACCEPT)  # raises: only an initiated session is refused
+            raise _misuse(Input.REFUSE, self.state)
         self._idle_since = now
         self._refuse(reason, self.conversation_id)
 
@@ -494,7 +502,11 @@ class StreamingSession:
     def _bot_transition(self, request: Input) -> StreamState:
         next_state = _TRANSITIONS.get((self.state, request))
         if next_state is None:
-            raise AudioCodesProtocolError(
-                f"{request} not allowed in state {self.state}", status=409, reason="wrong_state"
-            )
+            raise _misuse(request, self.state)
         return next_state
+
+
+def _misuse(request: Input, state: StreamState) -> AudioCodesProtocolError:
+    return AudioCodesProtocolError(
+        f"{request} not allowed in state {state}", status=409, reason="wrong_state"
+    )

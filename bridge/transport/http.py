@@ -20,6 +20,7 @@ from bridge.audiocodes.conversation import parse_create
 from bridge.config import Route
 from bridge.errors import AudioCodesProtocolError
 from bridge.session import CallSession
+from bridge.transport.vaic_ws import vaic_socket
 
 log = logging.getLogger("bridge.http")
 UNKNOWN_ROUTE = "_unknown"
@@ -89,7 +90,11 @@ def _session(gateway: Gateway, route: str, request: web.Request) -> CallSession:
     return session
 
 
-async def probe(request: web.Request, gateway: Gateway, name: str, route: Route) -> web.Response:
+async def probe(
+    request: web.Request, gateway: Gateway, name: str, route: Route
+) -> web.StreamResponse:
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        return await vaic_socket(request, gateway, name, route)
     return web.json_response(ac.probe_response())
 
 
@@ -140,6 +145,8 @@ async def disconnect(
 
 class PushSocket:
     """The HTTP-mode push channel: `{"conversation": ID, "activities": [...]}` text frames."""
+
+    carries_responses = False
 
     def __init__(self, ws: web.WebSocketResponse, conversation_id: str) -> None:
         self._ws = ws

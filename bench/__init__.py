@@ -1,0 +1,1 @@
+"""Benchmarks: figures for the docs, never pass/fail in the test suite."""

@@ -1,0 +1,182 @@
+"""AudioCodes Bot API WebSocket (streaming) mode, text only: socket I/O for `GET /ac/R` upgrades.
+
+The protocol rules are `audiocodes.streaming.StreamingSession`'s; the call is a `CallSession`
+like in HTTP mode. This module reads frames, runs turns on their own tasks (so `session.end`
+is read while a sync turn waits), and writes what the streaming session queues, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from aiohttp import WSMsgType, web
+
+from bridge.app import Gateway
+from bridge.audiocodes.events import (
+    ActivitiesReceived,
+    MessageRejected,
+    SessionEnded,
+    SessionInitiated,
+)
+from bridge.audiocodes.streaming import StreamingSession, parse_resume
+from bridge.config import Route
+from bridge.session import CallSession
+
+log = logging.getLogger("bridge.vaic_ws")
+
+
+class VaicSocket:
+    """The push channel of a WebSocket-mode call: every output goes out as `activities`."""
+
+    carries_responses = True
+
+    def __init__(self, ws: web.WebSocketResponse, stream: StreamingSession) -> None:
+        self._ws = ws
+        self._stream = stream
+        self._lock = asyncio.Lock()
+
+    async def push(self, outputs: list[dict[str, object]]) -> None:
+        if self._ws.closed:
+            raise ConnectionError("VAIC socket closed")
+        self._stream.send_activities(outputs)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Send what the streaming session queued, then close if it asked to."""
+        async with self._lock:
+            for message in self._stream.messages_to_send():
+                try:
+                    await self._ws.send_str(json.dumps(message, separators=(",", ":")))
+                except (ConnectionError, RuntimeError) as exc:
+                    raise ConnectionError(str(exc)) from exc
+            code = self._stream.close_requested
+            if code is not None and not self._ws.closed:
+                await self._ws.close(code=code)
+
+    async def close(self) -> None:
+        await self._ws.close()
+
+
+class StreamingCall:
+    """One VAIC socket: frames in, turns to the call, `activities` out."""
+
+    def __init__(self, gateway: Gateway, route_name: str, route: Route) -> None:
+        self._gateway = gateway
+        self._route_name = route_name
+        self._route = route
+        self._loop = asyncio.get_running_loop()
+        self._stream: StreamingSession | None = None
+        self._call: CallSession | None = None
+        self._turns: set[asyncio.Task[None]] = set()
+
+    async def serve(self, ws: web.WebSocketResponse) -> None:
+        channel: VaicSocket | None = None
+        try:
+            async for msg in ws:
+                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    continue
+                if channel is None:  # first frame: a new conversation, or a resume
+                    stream = self._open(msg.data)
+                    channel = VaicSocket(ws, stream)
+                    if self._call is not None:  # resumed: reattached, the frame is answered
+                        await channel.flush()
+                        await self._call.attach_push(channel)
+                        continue
+                else:
+                    assert self._stream is not None
+                    stream = self._stream
+                stream.receive_text(msg.data, self._loop.time())
+                await self._handle_events(stream, channel)
+                await channel.flush()
+        finally:
+            if self._stream is not None:
+                self._stream.detach(self._loop.time())
+            if self._call is not None and channel is not None:
+                self._call.detach_push(channel)
+            # Turn tasks run on: the caller's input was received and must reach the flow.
+
+    def _open(self, frame: str | bytes) -> StreamingSession:
+        conversation_id = parse_resume(frame)
+        if conversation_id is not None:
+            held = self._gateway.streams.get((self._route_name, conversation_id))
+            if held is not None:
+                stream, call = held
+                stream.reattach(self._loop.time())
+                self._stream, self._call = stream, call
+                return stream
+        self._stream = StreamingSession(
+            self._route.expires_seconds, self._loop.time(), self._route.max_activities
+        )
+        return self._stream
+
+    async def _handle_events(self, stream: StreamingSession, channel: VaicSocket) -> None:
+        metrics = self._gateway.metrics
+        for event in stream.events_received():
+            if isinstance(event, SessionInitiated):
+                await self._initiate(stream, channel, event)
+            elif isinstance(event, ActivitiesReceived) and self._call is not None:
+                task = self._loop.create_task(self._run_turn(self._call, event))
+                self._turns.add(task)
+                task.add_done_callback(self._turns.discard)
+            elif isinstance(event, SessionEnded) and self._call is not None:
+                await self._end(self._call, event)
+            elif isinstance(event, MessageRejected):
+                metrics.rejected_requests.labels(self._route_name, event.reason).inc()
+                log.info("VAIC message rejected on route %s: %s", self._route_name, event.reason)
+
+    async def _initiate(
+        self, stream: StreamingSession, channel: VaicSocket, event: SessionInitiated
+    ) -> None:
+        key = (self._route_name, event.conversation_id)
+        if self._route.voicegateway is None or self._gateway.calls.get(*key) is not None:
+            reason = (
+                "this route has no voicegateway upstream"
+                if self._route.voicegateway is None
+                else "conversation already exists"
+            )
+            stream.refuse(reason, self._loop.time())
+            return
+        assert stream.conversation is not None
+        call = CallSession(
+            route_name=self._route_name,
+            route=self._route,
+            conversation_id=event.conversation_id,
+            engine=self._gateway.engine,
+            metrics=self._gateway.metrics,
+            opener=self._gateway.opener,
+            conversation=stream.conversation,
+            expiry=stream.expired,
+        )
+        self._gateway.calls.add(call)
+        self._gateway.streams[key] = (stream, call)
+        self._call = call
+        stream.accept(self._loop.time())
+        await channel.flush()
+        await call.attach_push(channel)
+
+    async def _run_turn(self, call: CallSession, event: ActivitiesReceived) -> None:
+        try:
+            await call.run_turn(event.turn, event.activities)
+        except Exception:
+            log.exception("turn failed on route %s", self._route_name)
+
+    async def _end(self, call: CallSession, event: SessionEnded) -> None:
+        await call.end_by_caller(event.reason_code, event.reason)
+        self._forget(call)
+        await call.close()
+
+    def _forget(self, call: CallSession) -> None:
+        self._gateway.calls.remove(call)
+        self._gateway.streams.pop((call.route_name, call.conversation.conversation_id), None)
+
+
+async def vaic_socket(
+    request: web.Request, gateway: Gateway, name: str, route: Route
+) -> web.StreamResponse:
+    """`GET /ac/R` with an upgrade: one VAIC conversation in WebSocket mode."""
+    ws = web.WebSocketResponse(autoping=True)
+    await ws.prepare(request)
+    await StreamingCall(gateway, name, route).serve(ws)
+    return ws
