@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bridge.config import Config, load_config, parse_listen
 from bridge.errors import ConfigError, MappingError
+from bridge.logs import configure_logging
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -103,10 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    try:
+        configure_logging(str(args.log_level))
+    except ValueError as exc:
+        print(f"error: --log-level: {exc}", file=sys.stderr)
+        return 2
     # SIGHUP reload arrives with the routing issue; until then, ignore it rather than die.
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -26,6 +26,18 @@ CALLEE = "+18005550100"
 PLAY_URL = "https://media.example.com/prompts/node-app.wav"
 PROMPT = "Say something or press a key."
 # The callback schema of each hook vg_app.js (or a Cognigy flow) uses.
+# The official schemas require none of the base fields; the feature-server always sends these.
+BASE_FIELDS = (
+    "call_sid",
+    "account_sid",
+    "application_sid",
+    "direction",
+    "from",
+    "to",
+    "call_id",
+    "call_status",
+    "sip_status",
+)
 HOOK_SCHEMAS = {"voice": "gather", "dial": "dial", "refer": "sip-refer", "play": "play"}
 
 
@@ -111,6 +123,9 @@ def _check_peer_log(app: NodeApp) -> list[dict[str, Any]]:
         problems.extend(
             f"#{index} {kind} ({schema}): {e}" for e in validate_callback(schema, msg["data"])
         )
+        absent = [k for k in BASE_FIELDS if k not in msg["data"]]
+        if absent:
+            problems.append(f"#{index} {kind}: base fields missing {absent}")
     assert not problems, "\n".join(problems)
 
     session_new = messages[0]

@@ -47,6 +47,18 @@ REFER_FAILED = parse_scenario(
     }
 )
 # The callback schema of each hook the simulated flows use (bridge/sim/flow.py).
+# The official schemas require none of the base fields; the feature-server always sends these.
+BASE_FIELDS = (
+    "call_sid",
+    "account_sid",
+    "application_sid",
+    "direction",
+    "from",
+    "to",
+    "call_id",
+    "call_status",
+    "sip_status",
+)
 HOOK_SCHEMAS = {"voice": "gather", "dial": "dial", "refer": "sip-refer", "play": "play"}
 
 
@@ -117,6 +129,9 @@ def _problems(call_sid: str, received: list[dict[str, Any]]) -> list[str]:
             problems.append(f"{where}: no callback schema for hook {msg.get('hook')!r}")
             continue
         problems.extend(f"{where} ({schema}): {e}" for e in validate_callback(schema, msg["data"]))
+        absent = [k for k in BASE_FIELDS if k not in msg["data"]]
+        if absent:
+            problems.append(f"{where}: base fields missing {absent}")
     return problems
 
 

@@ -1,0 +1,167 @@
+"""Log setup: line format with the call context, and redaction of numbers, digits and tokens."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from bridge.logs import RedactingFilter, configure_logging, parse_level, scrub
+from bridge.sim.vaic import VaicClient
+from tests.conftest import BridgeFactory, route_config
+
+CALLER = "+4921154591991"
+DTMF = "4711"
+LINE = re.compile(
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?P<level>[A-Z]+) (?P<logger>\S+) (?P<rest>.*)$"
+)
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """configure_logging into a buffer; the root logger's state is restored afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    frames = logging.getLogger("websockets")
+    frames_level = frames.level
+    stream = io.StringIO()
+    configure_logging("DEBUG", stream=stream)
+    yield stream
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    frames.setLevel(frames_level)
+
+
+def test_line_has_time_level_logger_message_and_call_context(log_stream: io.StringIO) -> None:
+    call = logging.LoggerAdapter(
+        logging.getLogger("bridge.session"),
+        {"route": "support", "conversation": "c-one", "call_sid": "sid-1"},
+    )
+    call.warning("voice gateway frame rejected: %s", "ack without msgid")
+    (line,) = log_stream.getvalue().splitlines()
+    match = LINE.match(line)
+    assert match is not None, line
+    assert match["level"] == "WARNING" and match["logger"] == "bridge.session"
+    assert match["rest"] == (
+        "voice gateway frame rejected: ack without msgid route=support conversation=c-one "
+        "call_sid=sid-1"
+    )
+
+
+def test_line_without_context_and_quoting_of_odd_values(log_stream: io.StringIO) -> None:
+    logging.getLogger("bridge.app").info("plain")
+    logging.getLogger("bridge.app").info("odd", extra={"route": "a b"})
+    first, second = log_stream.getvalue().splitlines()
+    assert first.endswith(" INFO bridge.app plain")
+    assert second.endswith(' INFO bridge.app odd route="a b"')
+
+
+def test_numbers_and_digits_never_reach_the_output(log_stream: io.StringIO) -> None:
+    log = logging.getLogger("bridge.session")
+    log.info(f"caller {CALLER} pressed {DTMF}")
+    log.info("caller %s pressed %s", CALLER, DTMF)
+    log.info("national %s", "0211 545 91991")
+    log.info("hook data %s", {"reason": "dtmfDetected", "digits": "1"})
+    log.info("dtmf=9 sent, dtmfDigits: '*5'")
+    try:
+        raise ValueError(f"cannot route {CALLER} after {DTMF}")
+    except ValueError:
+        log.exception("turn failed")
+    log.error("task failed", exc_info=KeyError(CALLER))
+    log.info("with stack", stack_info=True)
+    text = log_stream.getvalue()
+    for secret in (CALLER, "4921154591991", DTMF, "91991", "'1'", "dtmf=9", "'*5'"):
+        assert secret not in text, secret
+    assert "caller +<redacted> pressed <redacted>" in text
+    assert "'digits': '<redacted>'" in text
+    assert "ValueError: cannot route +<redacted> after <redacted>" in text
+    assert "KeyError: '+<redacted>'" in text
+    assert "Traceback" in text
+
+
+def test_tokens_are_masked(log_stream: io.StringIO) -> None:
+    logging.getLogger("bridge.http").warning("header Authorization: Bearer s3cr3t-Tok")
+    logging.getLogger("bridge.http").warning("config token=abcDEF route ok")
+    text = log_stream.getvalue()
+    assert "s3cr3t" not in text and "abcDEF" not in text
+    assert "Bearer <redacted>" in text and "token=<redacted>" in text
+
+
+def test_words_after_a_dtmf_key_stay(log_stream: io.StringIO) -> None:
+    logging.getLogger("bridge.session").warning("to_voicegateway event DTMF: unmapped (-)")
+    assert "event DTMF: unmapped (-)" in log_stream.getvalue()
+
+
+def test_level_applies_and_frame_loggers_stay_at_info() -> None:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    frames = logging.getLogger("websockets")
+    frames_level = frames.level
+    try:
+        stream = io.StringIO()
+        configure_logging("warning", stream=stream)
+        logging.getLogger("bridge.x").info("hidden")
+        logging.getLogger("bridge.x").warning("shown")
+        configure_logging("DEBUG", stream=stream)
+        assert frames.getEffectiveLevel() == logging.INFO
+        logging.getLogger("websockets.client").debug("> TEXT frame")
+        ours = [h for h in root.handlers if h not in handlers]
+        assert len(ours) == 1, "configure_logging twice must not stack handlers"
+        lines = stream.getvalue().splitlines()
+        assert [line.rsplit(" ", 1)[-1] for line in lines] == ["shown"]
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        frames.setLevel(frames_level)
+
+
+def test_parse_level_rejects_unknown_names() -> None:
+    assert parse_level("info") == logging.INFO
+    with pytest.raises(ValueError, match="unknown log level 'LOUD'"):
+        parse_level("LOUD")
+    with pytest.raises(ValueError):
+        parse_level("NOTSET")
+
+
+def test_filter_rewrites_the_record_in_place() -> None:
+    record = logging.LogRecord("bridge", logging.INFO, __file__, 1, "from %s", (CALLER,), None)
+    assert RedactingFilter().filter(record) is True
+    assert record.getMessage() == "from +<redacted>"
+    assert record.args is None
+
+
+def test_scrub_keeps_short_numbers_outside_keys() -> None:
+    assert scrub("turn 2 of 12") == "turn 2 of 12"
+    assert scrub(f"call {CALLER}") == "call +<redacted>"
+
+
+def test_scrub_keeps_uuids_but_not_numbers_next_to_them() -> None:
+    sid = "3d424860-17c1-4407-b6a1-02e9702c9fa9"
+    assert scrub(f"/ac/r/conversation/{sid}/activities") == f"/ac/r/conversation/{sid}/activities"
+    assert scrub(f"{sid} from {CALLER}") == f"{sid} from +<redacted>"
+    assert CALLER[1:] not in scrub(f"id {CALLER[1:]}-1991-4921-1549-119914921154")
+    assert "1991" not in scrub("id 21154591-1991-4921-1549-119914921154")
+    assert "4921" not in scrub("x4921154591-1991-4921-1549-11991492115a")
+
+
+async def test_a_real_call_logs_with_its_context_and_without_the_caller(
+    log_stream: io.StringIO, bridge_factory: BridgeFactory
+) -> None:
+    bridge = await bridge_factory(route_config("ws://127.0.0.1:1/nothing"))
+    vaic = VaicClient(f"{bridge.url}/ac/r", "tok", session=bridge.http)
+    assert (await vaic.create()).status == 200
+    start = {
+        "type": "event",
+        "name": "start",
+        "parameters": {"caller": CALLER, "callee": "+18005550100"},
+    }
+    reply = await vaic.send([start, {"type": "event", "name": "DTMF", "value": DTMF}])
+    assert reply.status == 200
+    text = log_stream.getvalue()
+    lines = [line for line in text.splitlines() if "voice gateway unreachable" in line]
+    assert len(lines) == 1, text
+    assert f" route=r conversation={vaic.conversation_id} call_sid=" in lines[0]
+    assert CALLER[1:] not in text and DTMF not in text
