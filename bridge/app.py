@@ -9,17 +9,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
+from bridge.audiocodes.conversation import Conversation
 from bridge.audiocodes.streaming import StreamingSession
-from bridge.config import Config
+from bridge.config import Config, Route
+from bridge.divergence import DivergenceLog
+from bridge.legacy_path import LegacyPath
 from bridge.mapping.engine import Engine
 from bridge.mapping.loader import load_mappings
 from bridge.metrics import Metrics
-from bridge.session import CallSession, SocketOpener, _open
+from bridge.path import CallInfo, CallPath, PathName, PathSink, PathStartError
+from bridge.session import CallSession
+from bridge.vg_path import SocketOpener, VoiceGatewayPath, open_vg_socket
 
 log = logging.getLogger("bridge.app")
 EXPIRY_SCAN_S = 5.0
@@ -61,16 +67,65 @@ class CallRegistry:
 
 
 class Gateway:
-    """What one running bridge holds: config, engine, metrics and the live calls."""
+    """What one running bridge holds: config, mappings, metrics, upstream clients, live calls."""
 
-    def __init__(self, config: Config, *, metrics: Metrics, engine: Engine, opener: SocketOpener):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        metrics: Metrics,
+        engine: Engine,
+        opener: SocketOpener,
+        config_path: Path | None = None,
+    ) -> None:
         self.config = config
-        self.metrics = metrics
         self.engine = engine
+        self.config_path = config_path
+        self.listen_override: str | None = None  # `serve --listen`, kept across reloads
+        self.metrics = metrics
         self.opener = opener
         self.calls = CallRegistry()
+        self.http: aiohttp.ClientSession | None = None  # legacy upstreams; opened at startup
+        settings = config.divergence_log
+        self.divergence = DivergenceLog(
+            Path(settings.path) if settings.path else None,
+            sample_rate=settings.sample_rate,
+            max_bytes=settings.max_bytes,
+        )
         # WebSocket-mode calls by (route, conversation): what `session.resume` reattaches to.
         self.streams: dict[tuple[str, str], tuple[StreamingSession, CallSession]] = {}
+
+    def swap(self, config: Config, engine: Engine) -> None:
+        """Atomically switch to a new config and mappings; calls in flight keep theirs."""
+        self.config, self.engine = config, engine
+
+    def make_path(self, name: PathName, info: CallInfo, sink: PathSink) -> CallPath:
+        if name == "voicegateway":
+            return VoiceGatewayPath(info, sink, self.engine, self.opener)
+        if self.http is None:
+            raise PathStartError("not_ready", "the legacy client is not running")
+        return LegacyPath(info, sink, self.http)
+
+    def new_call(
+        self,
+        route_name: str,
+        route: Route,
+        conversation_id: str,
+        *,
+        conversation: Conversation | None = None,
+        expiry: Callable[[float], bool] | None = None,
+    ) -> CallSession:
+        return CallSession(
+            route_name=route_name,
+            route=route,
+            conversation_id=conversation_id,
+            metrics=self.metrics,
+            make_path=self.make_path,
+            mappings=self.engine.mappings,
+            divergence=self.divergence,
+            conversation=conversation,
+            expiry=expiry,
+        )
 
     def prune_streams(self) -> None:
         for key in [key for key in self.streams if self.calls.get(*key) is None]:
@@ -85,19 +140,35 @@ def create_app(
     *,
     metrics: Metrics | None = None,
     engine: Engine | None = None,
-    opener: SocketOpener = _open,
+    opener: SocketOpener = open_vg_socket,
+    config_path: Path | None = None,
 ) -> web.Application:
     """Build the gateway application for `config`."""
     from bridge.transport.http import add_routes
 
     if engine is None:
         engine = Engine(load_mappings(Path(config.mappings) if config.mappings else None))
-    gateway = Gateway(config, metrics=metrics or Metrics(), engine=engine, opener=opener)
+    gateway = Gateway(
+        config, metrics=metrics or Metrics(), engine=engine, opener=opener, config_path=config_path
+    )
     app = web.Application(client_max_size=config.max_body_bytes)
     app[GatewayKey] = gateway
     add_routes(app)
+    app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_expiry_loop)
     return app
+
+
+async def _http_client(app: web.Application) -> AsyncIterator[None]:
+    gateway = app[GatewayKey]
+    # TLS to upstreams is verified (aiohttp's default); no cookies shared between calls.
+    gateway.http = aiohttp.ClientSession(
+        cookie_jar=aiohttp.DummyCookieJar(),
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30),
+    )
+    yield
+    await gateway.http.close()
+    gateway.divergence.close()
 
 
 async def _expiry_loop(app: web.Application) -> AsyncIterator[None]:

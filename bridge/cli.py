@@ -9,14 +9,15 @@ import signal
 import sys
 from pathlib import Path
 
+from aiohttp import web
+
+from bridge.app import GatewayKey
 from bridge.config import Config, load_config, parse_listen
 from bridge.errors import ConfigError, MappingError
 from bridge.logs import configure_logging
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from bridge.app import create_app
 
     try:
@@ -24,17 +25,37 @@ def _serve(args: argparse.Namespace) -> int:
         if args.listen:
             parse_listen(args.listen)
             config = config.model_copy(update={"listen": args.listen})
-        app = create_app(config)
+        app = create_app(config, config_path=Path(args.config))
     except (ConfigError, MappingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:
         print(f"error: --listen: {exc}", file=sys.stderr)
         return 2
+    app[GatewayKey].listen_override = args.listen
+    app.on_startup.append(_reload_on_sighup)
     host, port = parse_listen(config.listen)
-    logging.getLogger("bridge").info("listening on %s:%d", host, port)
+    print(f"acvg-bridge listening on http://{config.listen}", file=sys.stderr)
     web.run_app(app, host=host, port=port, print=None, handle_signals=True)
     return 0
+
+
+async def _reload_on_sighup(app: web.Application) -> None:
+    """SIGHUP re-reads the config file atomically, like `POST /admin/reload`."""
+    from bridge.transport.admin import reload_gateway
+
+    gateway = app[GatewayKey]
+
+    def reload() -> None:
+        try:
+            reload_gateway(gateway)
+        except (ConfigError, MappingError) as exc:
+            logging.getLogger("bridge").error("reload refused, nothing changed: %s", exc)
+        else:
+            logging.getLogger("bridge").info("configuration reloaded")
+
+    if hasattr(signal, "SIGHUP"):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
 
 
 def _mappings_check(args: argparse.Namespace) -> int:
@@ -109,8 +130,5 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: --log-level: {exc}", file=sys.stderr)
         return 2
-    # SIGHUP reload arrives with the routing issue; until then, ignore it rather than die.
-    if hasattr(signal, "SIGHUP"):
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     result: int = args.run(args)
     return result

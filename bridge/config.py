@@ -128,12 +128,19 @@ class Route(_Strict):
         return None
 
 
+class DivergenceLogSettings(_Strict):
+    path: str | None = None  # JSON Lines file; None keeps divergences in memory only
+    sample_rate: float = Field(default=1.0, ge=0, le=1)
+    max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+
+
 class Config(_Strict):
     listen: str = "127.0.0.1:8080"
     public_url: str | None = None
     admin_token: str | None = None
     mappings: str | None = None
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)
+    divergence_log: DivergenceLogSettings = Field(default_factory=DivergenceLogSettings)
     routes: dict[str, Route]
 
     @field_validator("listen")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 Output = dict[str, object]
@@ -42,12 +42,16 @@ class BatchEnd(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """Outputs to hand to one channel now; `turn` is the caller turn a response answers."""
+    """Outputs to hand to one channel now; `turn` is the caller turn a response answers.
+
+    `seqs` are the outputs' production numbers: `requeue` puts them back where they belong.
+    """
 
     channel: Channel
     outputs: tuple[Output, ...]
     turn: int | None = None
     ended_by: BatchEnd = BatchEnd.ASYNC
+    seqs: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
 
 class Outbox:
@@ -59,7 +63,8 @@ class Outbox:
         self.async_mode = async_mode
         self._settle_s = settle_s
         self._timeout_s = timeout_s
-        self._queue: deque[Output] = deque()
+        self._queue: deque[tuple[int, Output]] = deque()  # (production number, output)
+        self._produced = 0
         self._turn: int | None = None  # sync: the caller turn whose response is open
         self._opened_at: float | None = None  # start of the open response or push batch
         self._last_change = 0.0
@@ -94,8 +99,12 @@ class Outbox:
     ) -> None:
         """Outputs translated from the flow, in the order it produced them."""
         was_empty = not self._queue
-        self._queue.extend(outputs)
+        for output in outputs:
+            self._queue.append((self._produced, output))
+            self._produced += 1
         if not self._queue:
+            # a turn-ending verb that translated to nothing still ends the open turn
+            self._turn_ending = self._turn_ending or (turn_ending and self._turn is not None)
             return
         if was_empty and self._turn is None:
             self._opened_at = now  # an unsolicited sync batch starts with its first output
@@ -119,8 +128,19 @@ class Outbox:
         self._ended = True
 
     def requeue(self, delivery: Delivery) -> None:
-        """A push failed before VAIC got it: its outputs go back in front, in order."""
-        self._queue.extendleft(reversed(delivery.outputs))
+        """A push failed before VAIC got it: its outputs go back in front, in order.
+
+        Deliveries may be requeued in any order (the session requeues the rest of a poll in
+        poll order): outputs are put back in production order.
+        """
+        if len(delivery.seqs) != len(delivery.outputs):  # not from `poll`: in front, as given
+            self._queue.extendleft(reversed([(-1, output) for output in delivery.outputs]))
+        else:
+            back = zip(delivery.seqs, delivery.outputs, strict=True)
+            self._queue = deque(sorted([*back, *self._queue], key=lambda item: item[0]))
+        if self._opened_at is None and self._queue:
+            # the batch was complete already: it goes at the next chance, with no new wait
+            self._opened_at = self._last_change - self._timeout_s
 
     # ---- outputs -------------------------------------------------------------------------
 
@@ -128,7 +148,7 @@ class Outbox:
         """Async mode: what waits for the answer to an activities POST (none if pushed)."""
         if not self.async_mode or self._push:
             return ()
-        taken = tuple(self._queue)
+        taken = tuple(output for _, output in self._queue)
         self._queue.clear()
         return taken
 
@@ -148,7 +168,7 @@ class Outbox:
         if self.async_mode:
             if not self._push or not self._queue:
                 return []
-            pushed = [Delivery(Channel.PUSH, (output,)) for output in self._queue]
+            pushed = [Delivery(Channel.PUSH, (output,), seqs=(seq,)) for seq, output in self._queue]
             self._queue.clear()
             return pushed
         if self._turn is None and not (self._push and self._queue):
@@ -158,9 +178,10 @@ class Outbox:
             return []
         delivery = Delivery(
             Channel.RESPONSE if self._turn is not None else Channel.PUSH,
-            tuple(self._queue),
+            tuple(output for _, output in self._queue),
             self._turn,
             ended_by,
+            tuple(seq for seq, _ in self._queue),
         )
         self._queue.clear()
         self._turn = None

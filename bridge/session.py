@@ -1,41 +1,37 @@
-"""One call on the voicegateway path: drives the two protocol objects and the mapping engine.
+"""One VAIC conversation: its turns, its outputs' delivery, and the path(s) serving it.
 
-The AudioCodes side (`audiocodes.Conversation`) and the jambonz side (`voicegateway.CallProtocol`)
-are pure; this module owns the awaits: the socket, the ack timer and the wait for a sync
-response. Translation is the engine's, turn cutting is `turns.TurnCollector`'s.
+The AudioCodes side (`audiocodes.Conversation`) and the output rules (`delivery.Outbox`) are
+pure; the paths (`vg_path`, `legacy_path`) own their upstream I/O. This module owns the awaits
+between them: the turn lock, the wait for a sync response, the push channel, the delivery timer,
+and at `start` the routing decision, fallback and shadow.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from bridge import routing
 from bridge.audiocodes import wire as ac
 from bridge.audiocodes.conversation import Conversation, InputKind, classify
 from bridge.audiocodes.events import ActivitiesReceived, ConversationEnded, DuplicateReceived
 from bridge.config import Route
 from bridge.delivery import Channel, Delivery, Outbox
-from bridge.mapping.engine import Engine, Translation
+from bridge.divergence import DivergenceLog
+from bridge.mapping.loader import MappingSet
 from bridge.metrics import Metrics
-from bridge.numbers import number_metadata
-from bridge.transport.vg import UpstreamConnectError, VoiceGatewaySocket, open_socket
-from bridge.voicegateway import events as vge
-from bridge.voicegateway.protocol import CallProtocol
-from bridge.voicegateway.wire import HookKind
+from bridge.numbers import NumberInfo, number_metadata
+from bridge.path import CallInfo, CallPath, PathName, PathSink, PathStartError
+from bridge.shadow import ShadowRunner
 
-PATH = "voicegateway"
-ROLE = "primary"
-TURN_ENDING_VERBS = frozenset({"gather", "hangup", "dial", "sip:refer"})
-_TRANSFER_VERBS = frozenset({"dial", "sip:refer"})
-_HOOK_KINDS = {"input": HookKind.INPUT, "transfer": HookKind.TRANSFER, "play": HookKind.PLAY}
-_END_REASONS = frozenset({"client-disconnected", "bot-disconnected", "transferred", "error"})
-
-SocketOpener = Callable[[str, float], Awaitable[VoiceGatewaySocket]]
 Outputs = tuple[dict[str, object], ...]
+PathFactory = Callable[[PathName, CallInfo, PathSink], CallPath]
+_END_REASONS = frozenset({"client-disconnected", "bot-disconnected", "transferred", "error"})
 log = logging.getLogger("bridge.session")
 
 
@@ -53,12 +49,8 @@ class PushChannel(Protocol):
         """The conversation ended: close the channel."""
 
 
-async def _open(url: str, timeout_s: float) -> VoiceGatewaySocket:
-    return await open_socket(url, timeout_s=timeout_s)
-
-
 class CallSession:
-    """A VAIC conversation served by a Voice Gateway endpoint."""
+    """A VAIC conversation served by the legacy or the voicegateway path."""
 
     def __init__(
         self,
@@ -66,9 +58,10 @@ class CallSession:
         route_name: str,
         route: Route,
         conversation_id: str,
-        engine: Engine,
         metrics: Metrics,
-        opener: SocketOpener = _open,
+        make_path: PathFactory,
+        mappings: MappingSet,
+        divergence: DivergenceLog | None = None,
         conversation: Conversation | None = None,
         expiry: Callable[[float], bool] | None = None,
     ) -> None:
@@ -81,42 +74,27 @@ class CallSession:
         )
         self._expiry = expiry or self.conversation.expired
         self.call_sid = str(uuid.uuid4())
-        self._engine = engine
+        self.path: PathName | None = None
         self._metrics = metrics
-        self._opener = opener
-        self._protocol = CallProtocol(self.call_sid, input_hook=route.input_hook, now=now)
+        self._make_path = make_path
+        self._mappings = mappings
+        self._divergence = divergence
         self._outbox = Outbox(
             async_mode=route.async_mode,
             settle_s=route.turn_settle_ms / 1000,
             timeout_s=route.turn_timeout_ms / 1000,
         )
-        self._ctx: dict[str, Any] = {
-            "route": route_name,
-            "call_sid": self.call_sid,
-            "conversation_id": conversation_id,
-            "account_sid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"acvg-bridge:{route_name}")),
-            "application_sid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"acvg-bridge:{route_name}:app")),
-            "caller_e164": None,
-            "number_metadata": None,
-            "sip_headers": dict(route.sip_headers),
-            "language": "en-US",
-            "transfer_verb": None,
-            "default_region": route.default_region,
-        }
-        self._socket: VoiceGatewaySocket | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._primary: CallPath | None = None
+        self._shadow: ShadowRunner | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._turn_lock = asyncio.Lock()
-        self._send_lock = asyncio.Lock()
         self._push_lock = asyncio.Lock()
         self._push: PushChannel | None = None
         self._responses: dict[int, asyncio.Future[Outputs]] = {}
         self._turn_done: dict[int, asyncio.Future[None]] = {}
-        self._started = False
-        self._vg_open = False
+        self._async_turn: tuple[int, float, list[dict[str, object]]] | None = None
         self._closed = False
-        self._unmapped_logged: set[str] = set()
         self.log = logging.LoggerAdapter(
             log, {"route": route_name, "conversation": conversation_id, "call_sid": self.call_sid}
         )
@@ -149,269 +127,178 @@ class CallSession:
             async with self._turn_lock:
                 started = self._loop.time()
                 response: asyncio.Future[Outputs] | None = None
-                if not self._outbox.async_mode:
+                if self._outbox.async_mode:
+                    self._close_async_turn(started)
+                    self._async_turn = (turn, started, [])
+                else:
                     response = self._loop.create_future()
                     self._responses[turn] = response
                     self._outbox.begin_turn(turn, started)
-                for activity in activities:
-                    await self._receive_input(activity)
-                await self._deliver()
-                if response is None:
-                    outputs = self._outbox.take_waiting()
-                else:
-                    outputs = await response
+                await self._forward(turn, activities)
+                await self.settle()
+                outputs = self._outbox.take_waiting() if response is None else await response
                 self.conversation.record_outputs(turn, outputs)
-                if self._started:
-                    self._metrics.turn_duration.labels(self.route_name, PATH, ROLE).observe(
-                        self._loop.time() - started
-                    )
+                latency = self._loop.time() - started
+                if self.path is not None:
+                    self._metrics.turn_duration.labels(
+                        self.route_name, self.path, "primary"
+                    ).observe(latency)
+                if response is not None and self._shadow is not None:
+                    self._shadow.primary_turn(turn, outputs, latency)
         finally:
             self._responses.pop(turn, None)
             done.set_result(None)
             self._turn_done.pop(turn - 8, None)
         return outputs
 
+    def receive_refresh(self, body: object) -> dict[str, object]:
+        self.conversation.receive_refresh(body, self._loop.time())
+        return {"expiresSeconds": self.route.expires_seconds}
+
+    async def receive_disconnect(self, body: object) -> dict[str, object]:
+        ended = self.conversation.receive_disconnect(body, self._loop.time())[0]
+        assert isinstance(ended, ConversationEnded)
+        await self.end_by_caller(ended.reason_code, ended.reason)
+        return {}
+
+    async def end_by_caller(
+        self, reason_code: str | None, reason: str | None, *, ended_by: str | None = None
+    ) -> None:
+        """VAIC ended the conversation (disconnect POST or `session.end`)."""
+        if self._primary is not None:
+            await self._primary.end(reason_code, reason)
+        if self._shadow is not None:
+            self._shadow.submit_end(reason_code, reason)
+        code = reason_code if reason_code in _END_REASONS else "other"
+        self._finish(ended_by or code.replace("-", "_"))
+
     async def attach_push(self, channel: PushChannel) -> None:
         """A push channel connected: what waits goes out first, then outputs as they come."""
         self._push = channel
         self._outbox.connect_push()
-        await self._deliver()
+        await self.settle()
 
     def detach_push(self, channel: PushChannel) -> None:
         if self._push is channel:
             self._push = None
             self._outbox.disconnect_push()
 
-    def receive_refresh(self, body: object) -> dict[str, object]:
-        self.conversation.receive_refresh(body, self._loop.time())
-        return {"expiresSeconds": self.route.expires_seconds}
-
-    async def receive_disconnect(self, body: object) -> dict[str, object]:
-        events = self.conversation.receive_disconnect(body, self._loop.time())
-        ended = events[0]
-        assert isinstance(ended, ConversationEnded)
-        await self.end_by_caller(ended.reason_code, ended.reason)
-        return {}
-
-    async def end_by_caller(self, reason_code: str | None, reason: str | None) -> None:
-        """VAIC ended the conversation (disconnect POST or `session.end`)."""
-        end_activity = {
-            "type": "event",
-            "name": "conversationEnd",
-            "parameters": {"reasonCode": reason_code, "reason": reason},
-        }
-        await self._end_by_caller(end_activity, reason_code)
-
     def expired(self, now: float) -> bool:
         return self._expiry(now)
 
     async def expire(self) -> None:
-        """The conversation idled out: end the Voice Gateway side as jambonz would."""
-        if self._vg_open:
-            self._protocol.end("jambonz", self._loop.time())
-            await self._after_protocol()
-        self._finish("expired")
-
-    # ---- caller input → Voice Gateway --------------------------------------------------
-
-    async def _receive_input(self, activity: dict[str, Any]) -> None:
-        kind = classify(activity)
-        if kind is InputKind.START:
-            await self._start(activity)
-            return
-        if kind is InputKind.END:
-            await self._end_by_caller(activity, _reason_code(activity))
-            return
-        if not self._vg_open:
-            self.log.info("input after the Voice Gateway side ended: %s", kind.value)
-            return
-        translation = self._engine.activity_to_voicegateway(activity, self._ctx)
-        if not self._accept("to_voicegateway", translation, activity_name(activity)):
-            return
-        hook_kind = _HOOK_KINDS.get(translation.message or "")
-        if hook_kind is None or not translation.outputs:
-            self.log.warning("mapping %s gave no hook message", translation.node)
-            return
-        self._protocol.send_input(hook_kind, dict(translation.outputs[0]), self._loop.time())
-        await self._after_protocol()
-
-    async def _start(self, activity: dict[str, Any]) -> None:
-        if self._started:
-            self.log.info("repeated start event ignored")
-            return
-        self._started = True
-        params = activity.get("parameters")
-        params = params if isinstance(params, dict) else {}
-        caller = params.get("caller")
-        info = number_metadata(
-            caller if isinstance(caller, str) else None, self.route.default_region
-        )
-        self._ctx["caller_e164"] = info.e164
-        self._ctx["number_metadata"] = info.metadata
-        result = "preserved" if info.result == "parsed" else "unparsable"
-        self._metrics.number_metadata.labels(self.route_name, result).inc()
-        self._metrics.calls_started.labels(self.route_name, PATH, ROLE).inc()
-        self._metrics.calls_active.labels(self.route_name, PATH, ROLE).inc()
-        translation = self._engine.activity_to_voicegateway(activity, self._ctx)
-        if not self._accept("to_voicegateway", translation, "start") or not translation.outputs:
-            self._fail("start event could not be translated")
-            return
-        upstream = self.route.voicegateway
-        assert upstream is not None
-        try:
-            self._socket = await self._opener(upstream.url, upstream.connect_timeout_ms / 1000)
-        except UpstreamConnectError as exc:
-            self._metrics.upstream_errors.labels(self.route_name, PATH, exc.kind).inc()
-            self.log.warning("voice gateway unreachable (%s)", exc.kind)
-            self._fail("voice gateway unreachable")
-            return
-        self._vg_open = True
-        self._protocol.start(dict(translation.outputs[0]), self._loop.time())
-        self._reader = asyncio.create_task(self._read_frames(self._socket))
-        await self._after_protocol()
-
-    async def _end_by_caller(self, activity: dict[str, Any], reason_code: str | None) -> None:
-        if self._vg_open:
-            translation = self._engine.activity_to_voicegateway(activity, self._ctx)
-            by = "caller"
-            if self._accept("to_voicegateway", translation, "conversationEnd") and (
-                translation.outputs
-            ):
-                by = str(translation.outputs[0].get("call_termination_by", "caller"))
-            self._protocol.end(by, self._loop.time())
-            await self._after_protocol()
-        reason = reason_code if reason_code in _END_REASONS else "other"
-        self._finish(reason.replace("-", "_"))
-
-    # ---- Voice Gateway → outputs ---------------------------------------------------------
-
-    async def _read_frames(self, socket: VoiceGatewaySocket) -> None:
-        while True:
-            frame = await socket.receive()
-            if frame is None:
-                break
-            self._protocol.receive_text(frame, self._loop.time())
-            await self._after_protocol()
-        if self._vg_open:
-            self._vg_open = False
-            self._metrics.upstream_errors.labels(self.route_name, PATH, "closed").inc()
-            self.log.warning(
-                "voice gateway closed the socket mid-call (code %s)", socket.close_code
-            )
-            self._fail("voice gateway connection lost")
-            await self._deliver()
-
-    async def _after_protocol(self) -> None:
-        """Apply what the jambonz side produced, send its messages, re-arm the ack timer."""
-        now = self._loop.time()
-        close_code: int | None = None
-        while events := self._protocol.events_received():
-            for event in events:
-                close_code = self._apply(event, now) or close_code
-        self._outbox.set_busy(self._protocol.awaiting_ack, now)
-        await self._send_pending()
-        await self._deliver()
-        if close_code is not None and self._socket is not None:
-            self._vg_open = False
-            socket, self._socket = self._socket, None
-            await socket.close(close_code)
-
-    def _apply(self, event: object, now: float) -> int | None:
-        """Apply one jambonz-side event; returns a close code when the socket must close."""
-        if isinstance(event, vge.VerbExecuted):
-            self._run_verb(event.verb, now)
-        elif isinstance(event, vge.SessionAccepted):
-            self._metrics.vg_ack.labels(self.route_name).observe(event.ack_seconds)
-        elif isinstance(event, vge.AckTimedOut):
-            self._metrics.vg_ack_timeouts.labels(self.route_name).inc()
-            if event.message_type == "session:new":
-                self._fail("voice gateway did not answer the call")
-        elif isinstance(event, vge.CloseRequested):
-            return event.code
-        elif isinstance(event, vge.FrameRejected):
-            self._metrics.upstream_errors.labels(self.route_name, PATH, "bad_frame").inc()
-            self.log.warning("voice gateway frame rejected: %s", event.reason)
-        return None
-
-    def _run_verb(self, verb: dict[str, Any], now: float) -> None:
-        name = str(verb.get("verb"))
-        if name in _TRANSFER_VERBS:
-            self._ctx["transfer_verb"] = name
-        elif name == "config":
-            language = _recognizer_language(verb)
-            if language:
-                self._ctx["language"] = language
-        outputs: list[dict[str, object]] = []
-        at = datetime.now(UTC)
-        for translation in self._engine.verb_to_activities(verb, self._ctx):
-            if self._accept("to_audiocodes", translation, name):
-                outputs.extend(ac.stamp(output, at) for output in translation.outputs)
-            elif self.route.unmapped == "fail":
-                self._fail(f"unmapped verb {name}")
-                return
-        self._outbox.add_outputs(outputs, now, turn_ending=name in TURN_ENDING_VERBS)
-        if name == "hangup" and self._vg_open:
-            self._protocol.end("jambonz", now)
-
-    def _accept(self, direction: str, translation: Translation, what: str) -> bool:
-        self._metrics.translations.labels(direction, translation.node, translation.result).inc()
-        if translation.result == "ok":
-            return True
-        if what not in self._unmapped_logged:
-            self._unmapped_logged.add(what)
-            self.log.warning(
-                "%s %s: %s (%s)", direction, what, translation.result, translation.error or "-"
-            )
-        return False
-
-    def _fail(self, reason: str) -> None:
-        """End the call cleanly toward VAIC: a hangup activity, then no more outputs."""
-        hangup = {"type": "event", "name": "hangup", "activityParams": {"hangupReason": reason}}
-        self._outbox.add_outputs([ac.stamp(hangup, datetime.now(UTC))], self._loop.time())
-        self._outbox.call_ended()
-        if self._vg_open:
-            self._protocol.end("jambonz", self._loop.time())
-
-    def _finish(self, reason: str) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._outbox.call_ended()
-        for response in self._responses.values():
-            if not response.done():
-                response.set_result(self._outbox_take_all())
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._started:
-            self._metrics.calls_active.labels(self.route_name, PATH, ROLE).dec()
-            self._metrics.calls_ended.labels(self.route_name, PATH, ROLE, reason).inc()
+        """The conversation idled out: end the upstreams as the caller hanging up would."""
+        await self.end_by_caller(None, "conversation expired", ended_by="expired")
 
     async def close(self) -> None:
-        """Release the socket and tasks (after the call ended)."""
+        """Release the upstreams, the push channel and timers (after the call ended)."""
         self._finish("other")
-        self._vg_open = False
         if self._push is not None:
             push, self._push = self._push, None
             await push.close()
-        if self._socket is not None:
-            socket, self._socket = self._socket, None
-            await socket.close(1000)
-        if self._reader is not None and self._reader is not asyncio.current_task():
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._primary is not None:
+            await self._primary.close()
+        if self._shadow is not None:
+            await self._shadow.close()
 
-    # ---- plumbing --------------------------------------------------------------------------
+    # ---- caller input → the paths ------------------------------------------------------
 
-    async def _send_pending(self) -> None:
-        async with self._send_lock:
-            messages = self._protocol.messages_to_send()
-            if messages and self._socket is not None:
-                try:
-                    await self._socket.send_messages(messages)
-                except Exception:  # the reader notices the closed socket and ends the call
-                    self.log.warning("sending to the voice gateway failed")
+    async def _forward(self, turn: int, activities: Sequence[dict[str, Any]]) -> None:
+        if self._primary is None:
+            if not activities or classify(activities[0]) is not InputKind.START:
+                self.log.info("input before the call started; nothing to forward")
+                return
+            await self._start(activities)
+            if self._shadow is not None:
+                self._shadow.submit_turn(turn, activities)
+            return
+        if self._closed:
+            return
+        if self._shadow is not None:
+            self._shadow.submit_turn(turn, activities)
+        await self._primary.forward(activities)
 
-    async def _deliver(self) -> None:
+    async def _start(self, activities: Sequence[dict[str, Any]]) -> None:
+        params = activities[0].get("parameters")
+        params = params if isinstance(params, dict) else {}
+        number = self._number(params)
+        decision = routing.decide(
+            self.route_name,
+            self.route,
+            caller=_text(params.get("caller")),
+            callee=_text(params.get("callee")),
+            conversation_id=self.conversation.conversation_id,
+            caller_country=_country(number),
+            caller_e164=number.e164,
+        )
+        info = CallInfo(
+            self.route_name,
+            self.route,
+            self.conversation.conversation_id,
+            self.call_sid,
+            number,
+            "primary",
+            self._metrics,
+        )
+        path, reason = decision.path, decision.reason
+        started = await self._start_path(path, info, activities)
+        if not started and path == "voicegateway" and self.route.legacy is not None:
+            path, reason = "legacy", "fallback"
+            started = await self._start_path(path, info, activities)
+        self.path = path
+        self._metrics.routing_decisions.labels(self.route_name, path, reason).inc()
+        self._metrics.calls_started.labels(self.route_name, path, "primary").inc()
+        self._metrics.calls_active.labels(self.route_name, path, "primary").inc()
+        if not started:
+            self._fail(f"{path} unavailable")
+            return
+        if self.route.migration.shadow and reason != "fallback":
+            other: PathName = "legacy" if path == "voicegateway" else "voicegateway"
+            shadow_info = dataclasses.replace(info, role="shadow")
+            self._shadow = ShadowRunner(
+                other,
+                shadow_info,
+                primary_path=path,
+                make_path=self._make_path,
+                mappings=self._mappings,
+                divergence=self._divergence,
+            )
+
+    async def _start_path(
+        self, path: PathName, info: CallInfo, activities: Sequence[dict[str, Any]]
+    ) -> bool:
+        try:
+            self._primary = self._make_path(path, info, self)
+            await self._primary.start(activities)
+        except PathStartError as exc:
+            self._metrics.upstream_errors.labels(self.route_name, path, exc.kind).inc()
+            self.log.warning("%s path could not start the call (%s)", path, exc.kind)
+            if self._primary is not None:
+                await self._primary.close()
+            self._primary = None
+            return False
+        return True
+
+    def _number(self, params: dict[str, Any]) -> NumberInfo:
+        number = number_metadata(_text(params.get("caller")), self.route.default_region)
+        result = "preserved" if number.result == "parsed" else "unparsable"
+        self._metrics.number_metadata.labels(self.route_name, result).inc()
+        return number
+
+    # ---- PathSink: outputs of the primary path -----------------------------------------
+
+    def emit(self, outputs: Sequence[dict[str, object]], *, turn_ending: bool = False) -> None:
+        self._outbox.add_outputs(outputs, self._loop.time(), turn_ending=turn_ending)
+        if self._async_turn is not None:
+            self._async_turn[2].extend(outputs)
+
+    def set_busy(self, busy: bool) -> None:
+        self._outbox.set_busy(busy, self._loop.time())
+
+    def fail(self, reason: str) -> None:
+        self._fail(reason)
+
+    async def settle(self) -> None:
         """Hand every complete batch to its channel, then re-arm the timer."""
         for delivery in self._outbox.poll(self._loop.time()):
             if delivery.channel is Channel.RESPONSE and delivery.turn is not None:
@@ -426,6 +313,36 @@ class CallSession:
                 await self._push_delivery(delivery)
         self._arm_timer()
 
+    def _fail(self, reason: str) -> None:
+        """End the call cleanly toward VAIC: a hangup activity, then no more outputs."""
+        hangup = {"type": "event", "name": "hangup", "activityParams": {"hangupReason": reason}}
+        self.emit([ac.stamp(hangup, datetime.now(UTC))])
+        self._outbox.call_ended()
+
+    def _finish(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._outbox.call_ended()
+        self._close_async_turn(self._loop.time())
+        for response in self._responses.values():
+            if not response.done():
+                response.set_result(self._take_all())
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.path is not None:
+            self._metrics.calls_active.labels(self.route_name, self.path, "primary").dec()
+            self._metrics.calls_ended.labels(self.route_name, self.path, "primary", reason).inc()
+
+    def _close_async_turn(self, now: float) -> None:
+        """Async mode: a turn's outputs, for comparison, are those before the next input."""
+        if self._async_turn is not None and self._shadow is not None:
+            turn, started, outputs = self._async_turn
+            self._shadow.primary_turn(turn, tuple(outputs), now - started)
+        self._async_turn = None
+
+    # ---- plumbing --------------------------------------------------------------------------
+
     async def _push_delivery(self, delivery: Delivery) -> None:
         async with self._push_lock:
             channel = self._push
@@ -439,15 +356,11 @@ class CallSession:
                 self._outbox.requeue(delivery)
                 self.detach_push(channel)
 
-    def _outbox_take_all(self) -> Outputs:
-        taken: list[dict[str, object]] = []
-        for delivery in self._outbox.poll(self._loop.time()):
-            taken.extend(delivery.outputs)
-        return tuple(taken)
+    def _take_all(self) -> Outputs:
+        return tuple(o for d in self._outbox.poll(self._loop.time()) for o in d.outputs)
 
     def _arm_timer(self) -> None:
-        deadlines = [d for d in (self._protocol.next_deadline(), self._outbox.deadline()) if d]
-        deadline = min(deadlines) if deadlines else None
+        deadline = self._outbox.deadline()
         if deadline == self._timer_at:
             return
         if self._timer is not None:
@@ -460,30 +373,19 @@ class CallSession:
     def _on_deadline(self) -> None:
         self._timer = None
         self._timer_at = None
-        self._protocol.tick(self._loop.time())
-        task = self._loop.create_task(self._after_protocol())
+        task = self._loop.create_task(self.settle())
         task.add_done_callback(_log_task_error)
 
 
-def activity_name(activity: dict[str, Any]) -> str:
-    """A short description of an activity for logs (never its text or values)."""
-    if activity.get("type") == "event":
-        return f"event {activity.get('name')}"
-    return str(activity.get("type"))
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
-def _reason_code(activity: dict[str, Any]) -> str | None:
-    for container in (activity.get("parameters"), activity.get("value")):
-        if isinstance(container, dict) and isinstance(container.get("reasonCode"), str):
-            return str(container["reasonCode"])
-    return None
-
-
-def _recognizer_language(verb: dict[str, Any]) -> str | None:
-    recognizer = verb.get("recognizer")
-    if isinstance(recognizer, dict) and isinstance(recognizer.get("language"), str):
-        return str(recognizer["language"])
-    return None
+def _country(number: NumberInfo) -> str | None:
+    if number.metadata is None:
+        return None
+    country = number.metadata.get("country")
+    return country if isinstance(country, str) else None
 
 
 def _log_task_error(task: asyncio.Task[None]) -> None:

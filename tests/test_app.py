@@ -36,13 +36,7 @@ def _config(**expires: int) -> Config:
 
 def _session(bridge: RunningBridge, route: str, conversation_id: str) -> CallSession:
     gateway = bridge.app[GatewayKey]
-    return CallSession(
-        route_name=route,
-        route=gateway.config.routes[route],
-        conversation_id=conversation_id,
-        engine=gateway.engine,
-        metrics=gateway.metrics,
-    )
+    return gateway.new_call(route, gateway.config.routes[route], conversation_id)
 
 
 async def _post(bridge: RunningBridge, path: str, body: dict[str, Any]) -> tuple[int, Any]:

@@ -161,7 +161,7 @@ async def test_a_real_call_logs_with_its_context_and_without_the_caller(
     reply = await vaic.send([start, {"type": "event", "name": "DTMF", "value": DTMF}])
     assert reply.status == 200
     text = log_stream.getvalue()
-    lines = [line for line in text.splitlines() if "voice gateway unreachable" in line]
+    lines = [line for line in text.splitlines() if "could not start the call" in line]
     assert len(lines) == 1, text
     assert f" route=r conversation={vaic.conversation_id} call_sid=" in lines[0]
     assert CALLER[1:] not in text and DTMF not in text

@@ -77,6 +77,36 @@ async def test_run_demo_passes_and_prints_transcripts_and_summary() -> None:
             scenario.name
         )
     assert f"{len(SCENARIOS)}/{len(SCENARIOS)} scenarios held" in text
+    _check_every_transport(text)
+
+
+WAYS = [
+    ("support", "http", "sync"),
+    ("support_async", "http+push", "async"),
+    ("support", "ws", "sync"),
+    ("support_async", "ws", "async"),
+]
+
+
+def _check_every_transport(text: str) -> None:
+    """Each scenario ran over HTTP (sync), HTTP with the push socket (async) and WebSocket mode
+    (sync and async), with the same transcript each time."""
+    blocks = text[: text.index("Translations by node:")].split("\n== ")[1:]
+    transcripts: dict[str, dict[str, list[str]]] = {}
+    for block in blocks:
+        header, *lines = block.strip().splitlines()
+        name, _, rest = header.partition(": ")
+        transcripts.setdefault(name, {})[rest] = lines
+    summary = text[text.index("Summary:") :].splitlines()
+    for scenario in SCENARIOS:
+        runs = transcripts[scenario.name]
+        assert sorted(runs) == sorted(f"PASS (route {r}, {t}, {m})" for r, t, m in WAYS)
+        first = runs["PASS (route support, http, sync)"]
+        assert all(lines == first for lines in runs.values()), scenario.name
+        for route, transport, mode in WAYS:
+            row = [scenario.name, "PASS", route, f"{transport}/{mode}"]
+            assert any(line.split()[:4] == row for line in summary), row
+    assert f"on all {len(WAYS)} transports/modes" in text
 
 
 @dataclass

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -20,6 +21,7 @@ from bridge.sim.scenario import (
     Scenario,
     Step,
     StepKind,
+    Transport,
     check_step,
     describe_activity,
     load_scenarios,
@@ -27,7 +29,9 @@ from bridge.sim.scenario import (
     run_scenario,
     step_activity,
 )
-from bridge.sim.vaic import VaicClient, resolve, stamp
+from bridge.sim.vaic import StreamingVaicClient, VaicClient, resolve, stamp, websocket_url
+from bridge.sim.vg_endpoint import VGEndpointSim
+from tests.conftest import BridgeFactory, route_config
 
 TOKEN = "secret"
 BOT_PATH = "/webhooks/audiocodes/webhook"
@@ -572,3 +576,264 @@ def test_shipped_scenario_agrees_with_its_flow(scenario: Scenario) -> None:
             verbs = run.receive_hook(*_hook_for(step_))
         reason = check_step(step_, _reference_activities(verbs))
         assert reason is None, f"{scenario.name} step {index + 1}: {reason}"
+
+
+# ---------------------------------------------------------------- WebSocket mode (§2)
+
+
+@dataclass
+class StreamBot:
+    """A minimal WebSocket-mode bot: answers each `activities` message from a script."""
+
+    turns: list[list[list[dict[str, Any]]]] = field(default_factory=list)
+    refuse: str | None = None
+    received: list[dict[str, Any]] = field(default_factory=list)
+    auth: list[str | None] = field(default_factory=list)
+    url: str = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.auth.append(request.headers.get("Authorization"))
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return web.json_response({"error": "auth"}, status=401)
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            message = json.loads(msg.data)
+            self.received.append(message)
+            kind = message["type"]
+            if kind == "connection.validate":
+                await ws.send_json({"type": "connection.validated", "success": True})
+            elif kind == "session.initiate" and self.refuse is not None:
+                await ws.send_json({"type": "session.error", "reason": self.refuse})
+                await ws.close(code=1008)
+            elif kind == "session.initiate":
+                await ws.send_json({"type": "session.accepted", "mediaFormat": "raw/lpcm16"})
+            elif kind == "activities":
+                for outputs in self.turns.pop(0) if self.turns else []:
+                    await ws.send_json({"type": "activities", "activities": outputs})
+            elif kind == "session.end":
+                await ws.close()
+        return ws
+
+
+@pytest.fixture
+async def stream_bot() -> AsyncIterator[StreamBot]:
+    state = StreamBot()
+    app = web.Application()
+    app.router.add_get(BOT_PATH, state.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    state.url = f"http://127.0.0.1:{runner.addresses[0][1]}{BOT_PATH}"
+    yield state
+    await runner.cleanup()
+
+
+def test_websocket_url_swaps_the_scheme() -> None:
+    assert websocket_url("http://h:1/ac/r") == "ws://h:1/ac/r"
+    assert websocket_url("https://h/ac/r?x=1") == "wss://h/ac/r?x=1"
+    assert websocket_url("ws://h/ac/r") == "ws://h/ac/r"
+
+
+async def test_streaming_client_lifecycle(stream_bot: StreamBot) -> None:
+    stream_bot.turns = [[[{"type": "message", "text": "Hello."}]]]
+    async with StreamingVaicClient(stream_bot.url, TOKEN) as client:
+        assert await client.validate() == {"type": "connection.validated", "success": True}
+        accepted = await client.initiate("conv-1", "+4915112345678")
+        assert accepted["type"] == "session.accepted"
+        at = datetime(2024, 5, 1, 10, 0, 0, 123456, tzinfo=UTC)
+        sent = await client.send([{"type": "event", "name": "start"}], at=at)
+        reply = await client.next_activities(5.0)
+        assert reply == {
+            "type": "activities",
+            "activities": [{"type": "message", "text": "Hello."}],
+        }
+        assert await client.end("client-disconnected", "Client Side")
+        assert client.close_code == 1000
+        assert await client.next_activities(5.0) is None  # closed, nothing left
+    assert stream_bot.auth == [f"Bearer {TOKEN}"]
+    validate, initiate, activities, end = stream_bot.received
+    assert validate == {"type": "connection.validate"}
+    assert initiate == {
+        "type": "session.initiate",
+        "conversationId": "conv-1",
+        "expectAudioMessages": False,
+        "supportedMediaFormats": ["raw/lpcm16"],
+        "caller": "+4915112345678",
+    }
+    assert activities == sent
+    assert activities["conversationId"] == "conv-1"
+    (activity,) = activities["activities"]
+    assert activity["timestamp"] == "2024-05-01T10:00:00.123Z"
+    assert uuid.UUID(activity["id"]).version == 4
+    assert end == {
+        "type": "session.end",
+        "conversationId": "conv-1",
+        "reasonCode": "client-disconnected",
+        "reason": "Client Side",
+    }
+
+
+async def test_streaming_client_refusals(stream_bot: StreamBot) -> None:
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await StreamingVaicClient(stream_bot.url, "wrong").initiate()
+    assert info.value.status == 401
+    stream_bot.refuse = "no common media format"
+    async with StreamingVaicClient(stream_bot.url, TOKEN) as client:
+        with pytest.raises(RuntimeError):
+            await client.send([])
+        refused = await client.initiate()
+        assert refused == {"type": "session.error", "reason": "no common media format"}
+        await client.closed.wait()
+        assert client.close_code == 1008
+
+
+WS_SCENARIO = {**SCENARIO, "steps": [SCENARIO["steps"][0], SCENARIO["steps"][1], "hangup"]}
+WELCOME = {"type": "message", "text": "Welcome."}
+PAY = {"type": "message", "text": "Sure, pay."}
+BYE = {"type": "event", "name": "hangup", "activityParams": {"hangupReason": "done"}}
+
+
+@pytest.mark.parametrize(
+    ("async_mode", "turns"),
+    [(False, [[[WELCOME]], [[PAY, BYE]]]), (True, [[[WELCOME]], [[PAY], [BYE]]])],
+)
+async def test_run_scenario_over_websocket(
+    stream_bot: StreamBot, async_mode: bool, turns: list[list[list[dict[str, Any]]]]
+) -> None:
+    stream_bot.turns = turns
+    result = await run_scenario(
+        parse_scenario(WS_SCENARIO),
+        "",
+        TOKEN,
+        bot_url=stream_bot.url,
+        transport="ws",
+        async_mode=async_mode,
+        settle=0.05,
+    )
+    assert result.passed, result.failure
+    assert result.transcript[-1] == "VAIC → hangup (client-disconnected)"
+    assert [m["type"] for m in stream_bot.received] == [
+        "session.initiate",
+        "activities",
+        "activities",
+        "session.end",
+    ]
+    mode = "async" if async_mode else "sync"
+    assert result.render().startswith(f"== demo: PASS (route support, ws, {mode})")
+
+
+async def test_run_scenario_over_websocket_checks_the_framing(stream_bot: StreamBot) -> None:
+    # async mode: one message per output; two outputs in one message is a failure
+    stream_bot.turns = [[[WELCOME]], [[PAY, BYE]]]
+    result = await run_scenario(
+        parse_scenario(WS_SCENARIO),
+        "",
+        TOKEN,
+        bot_url=stream_bot.url,
+        transport="ws",
+        async_mode=True,
+        settle=0.05,
+    )
+    assert not result.passed
+    assert result.failure is not None
+    assert result.failure.startswith("step 2 (say): async mode sends one activities message")
+    assert stream_bot.received[-1]["type"] == "session.end"  # the runner still ends the call
+
+    # sync mode: one message per turn; a second one shows up as an extra output
+    stream_bot.received.clear()
+    stream_bot.turns = [[[WELCOME]], [[PAY], [BYE]]]
+    result = await run_scenario(
+        parse_scenario(WS_SCENARIO), "", TOKEN, bot_url=stream_bot.url, transport="ws"
+    )
+    assert not result.passed
+    assert result.failure is not None and result.failure.startswith("step 2 ")
+    assert "expected 2 activities, got 1" in result.failure
+
+
+# ---------------------------------------------------------------- against the real bridge
+
+
+@pytest.fixture
+async def vg_sim() -> AsyncIterator[VGEndpointSim]:
+    sim = VGEndpointSim()
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+async def test_streaming_client_against_the_bridge(
+    vg_sim: VGEndpointSim, bridge_factory: BridgeFactory
+) -> None:
+    sync = await bridge_factory(route_config(vg_sim.url()))
+    async_ = await bridge_factory(route_config(vg_sim.url(), async_mode=True))
+    start = {
+        "type": "event",
+        "name": "start",
+        "parameters": {"caller": "+4915112345678", "callee": "+4930111000"},
+    }
+    prompts = ["Welcome to ACME support.", "How can I help you?"]
+
+    async with StreamingVaicClient(sync.url + "/ac/r", "tok") as client:
+        assert (await client.initiate(caller="+4915112345678"))["type"] == "session.accepted"
+        await client.send([start])
+        message = await client.next_activities(5.0)
+        assert message is not None and message["type"] == "activities"
+        assert [a["text"] for a in message["activities"]] == prompts  # one message per turn
+        assert await client.end()
+
+    async with StreamingVaicClient(async_.url + "/ac/r", "tok") as client:
+        assert (await client.initiate(caller="+4915112345678"))["type"] == "session.accepted"
+        await client.send([start])
+        messages = [await client.next_activities(5.0) for _ in prompts]
+        assert [[a["text"] for a in m["activities"]] for m in messages if m] == [
+            [p] for p in prompts
+        ]  # one message per output
+        assert await client.end()
+    assert len(vg_sim.calls) == 2
+    for call in vg_sim.calls.values():
+        statuses = [m["data"].get("call_status") for m in call.messages("call:status")]
+        assert statuses[-1:] == ["completed"]
+
+
+@pytest.mark.parametrize(
+    ("transport", "async_mode"), [("http", False), ("http", True), ("ws", False), ("ws", True)]
+)
+async def test_a_scenario_holds_on_every_transport_against_the_bridge(
+    vg_sim: VGEndpointSim, bridge_factory: BridgeFactory, transport: Transport, async_mode: bool
+) -> None:
+    bridge = await bridge_factory(route_config(vg_sim.url(), async_mode=async_mode))
+    (scenario,) = [s for s in SCENARIOS if s.name == "spoken_answer"]
+    result = await run_scenario(
+        scenario,
+        bridge.url,
+        "tok",
+        session=bridge.http,
+        route="r",
+        transport=transport,
+        async_mode=async_mode,
+        settle=0.05,
+    )
+    assert result.passed, result.failure
+    assert result.transcript == EXPECTED_SPOKEN_ANSWER
+    (call,) = vg_sim.calls.values()
+    assert call.flow == "support"
+    assert [m["type"] for m in call.received][-1] == "call:status"
+
+
+EXPECTED_SPOKEN_ANSWER = [
+    "VAIC → start caller=+4915112345678 callee=+4930111000",
+    'BOT ← message "Welcome to ACME support."',
+    'BOT ← message "How can I help you?"',
+    'VAIC → say "What are your opening hours"',
+    'BOT ← message "You said What are your opening hours."',
+    'BOT ← message "How can I help you?"',
+    'VAIC → say "I want to pay my bill"',
+    'BOT ← message "Sure. Let\'s pay your bill."',
+    'BOT ← message "Please tell me the amount."',
+    'VAIC → say "Fifty euros"',
+    'BOT ← message "Thank you for calling. Goodbye."',
+    'BOT ← event hangup "flow completed"',
+    "VAIC → hangup (client-disconnected)",
+]

@@ -112,6 +112,11 @@ class CompiledMapping:
     outputs: tuple[CompiledOutput, ...]
     noise: tuple[str, ...]
     normalizers: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+    # to_audiocodes only: the (type, event name) of each activity the outputs can emit, read from
+    # the emit literals (a `$map`'s values count), and every field path an emit can fill. The
+    # comparison uses them to tell which node an activity from either path belongs to.
+    activity_shapes: tuple[tuple[str, str | None], ...] = ()
+    emitted_paths: frozenset[str] = frozenset()
 
 
 # --- paths -------------------------------------------------------------------------------------
@@ -565,6 +570,11 @@ def compile_mapping(
 
     if c.errors:
         return None, c.errors
+    shapes: tuple[tuple[str, str | None], ...] = ()
+    emitted: frozenset[str] = frozenset()
+    if model.direction is Direction.TO_AUDIOCODES:
+        shapes = _activity_shapes(model)
+        emitted = frozenset(p for spec in model.output for p in _template_paths(spec.emit, ""))
     compiled = CompiledMapping(
         node=model.node,
         file=file,
@@ -581,8 +591,53 @@ def compile_mapping(
         outputs=tuple(outputs),
         noise=tuple(model.compare.noise),
         normalizers=normalizers,
+        activity_shapes=shapes,
+        emitted_paths=emitted,
     )
     return compiled, []
+
+
+def _literal_strings(template: Any) -> list[str]:
+    """The string values a template can produce without reading its input (none for a path)."""
+    if isinstance(template, str):
+        if template.startswith("$$"):
+            return [template[1:]]
+        return [] if template.startswith("$") else [template]
+    if isinstance(template, dict):
+        found: list[str] = []
+        table = template.get("$map")
+        if isinstance(table, dict):
+            found.extend(v for v in table.values() if isinstance(v, str))
+        if "$value" in template:
+            found.extend(_literal_strings(template["$value"]))
+        default = template.get("$default")
+        if isinstance(default, str):
+            found.append(default)
+        return found
+    return []
+
+
+def _activity_shapes(model: MappingFile) -> tuple[tuple[str, str | None], ...]:
+    shapes: list[tuple[str, str | None]] = []
+    for spec in model.output:
+        for kind in _literal_strings(spec.emit.get("type")):
+            if kind == "event":
+                shapes.extend(("event", name) for name in _literal_strings(spec.emit.get("name")))
+            else:
+                shapes.append((kind, None))
+    return tuple(dict.fromkeys(shapes))
+
+
+def _template_paths(template: Any, prefix: str) -> list[str]:
+    """Dotted field paths an output object can fill (an expression or a path is one leaf)."""
+    is_object = isinstance(template, dict) and all(
+        isinstance(k, str) and not k.startswith("$") for k in template
+    )
+    if not is_object or not template:
+        return [prefix] if prefix else []
+    return [
+        p for k, v in template.items() for p in _template_paths(v, f"{prefix}.{k}" if prefix else k)
+    ]
 
 
 def _chain(fns: tuple[Transform, ...]) -> Callable[[Any], Any]:
@@ -607,6 +662,7 @@ class Engine:
     """Translates with a loaded `MappingSet`. Thread-safe: holds no per-call state."""
 
     def __init__(self, mapping_set: MappingSet) -> None:
+        self.mappings = mapping_set
         self._by_verb = mapping_set.by_verb
         self._by_activity = mapping_set.by_activity
 

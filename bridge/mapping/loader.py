@@ -8,7 +8,7 @@ Reads files; called at start-up and on reload, never per turn.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 import bridge
 from bridge.errors import MappingError
-from bridge.mapping.engine import CompareHints, CompiledMapping, compile_mapping
+from bridge.mapping.engine import UNMAPPED_NODE, CompareHints, CompiledMapping, compile_mapping
 from bridge.mapping.schema import Direction, MappingFile
 
 SHIPPED_DIR = Path(bridge.__file__).parent / "mappings"
@@ -39,6 +39,11 @@ class MappingSet:
                 by_activity.setdefault(key, []).append(m)
         self.by_verb = {k: tuple(v) for k, v in by_verb.items()}
         self.by_activity = {k: tuple(v) for k, v in by_activity.items()}
+        self.by_emitted = _emitted_index(self.mappings)
+        self._by_emitted_folded = {
+            (kind, name.casefold() if name else name): nodes
+            for (kind, name), nodes in self.by_emitted.items()
+        }
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -65,6 +70,67 @@ class MappingSet:
         if mapping is None:
             return CompareHints((), {})
         return CompareHints(mapping.noise, mapping.normalizers)
+
+    def node_for_activity(self, activity: Mapping[str, Any]) -> str:
+        """The to_audiocodes node that produces (or would produce) this AudioCodes activity.
+
+        Reverse index of the files' emit literals: `message` → say, `event playUrl` → play, ...
+        Event names are matched exactly, else case-insensitively. Files with `nested` (gather) are
+        not indexed: their activities are their nested verbs' (say, play) or a `config` event
+        (session_config). When several files emit the same type and name (transfer_dial and
+        transfer_refer), the one whose own fields (fields the others never emit, e.g.
+        `activityParams.transferReferredByURL`) are present in the activity wins; with none
+        present, the file with the fewest own fields (transfer_dial). No file → `unmapped`.
+        Never raises.
+        """
+        if not isinstance(activity, Mapping):
+            return UNMAPPED_NODE
+        kind = activity.get("type")
+        name = activity.get("name") if kind == "event" else None
+        if not isinstance(kind, str) or (kind == "event" and not isinstance(name, str)):
+            return UNMAPPED_NODE
+        candidates = self.by_emitted.get((kind, name))
+        if candidates is None:
+            folded = name.casefold() if isinstance(name, str) else None
+            candidates = self._by_emitted_folded.get((kind, folded))
+        if not candidates:
+            return UNMAPPED_NODE
+        if len(candidates) == 1:
+            return candidates[0][0]
+        best = max(
+            candidates,
+            key=lambda c: (sum(_present(activity, p) for p in c[1]), -len(c[1])),
+        )
+        return best[0]
+
+
+# (type, event name) -> ((node, the paths only that node emits), ...), in file order.
+_EmittedIndex = dict[tuple[str, str | None], tuple[tuple[str, tuple[str, ...]], ...]]
+
+
+def _emitted_index(mappings: Sequence[CompiledMapping]) -> _EmittedIndex:
+    grouped: dict[tuple[str, str | None], list[CompiledMapping]] = {}
+    for m in mappings:
+        if m.direction is Direction.TO_AUDIOCODES and not m.nested_verbs:
+            for shape in m.activity_shapes:
+                grouped.setdefault(shape, []).append(m)
+    index: _EmittedIndex = {}
+    for shape, group in grouped.items():
+        entries = []
+        for m in group:
+            others = {p for o in group if o is not m for p in o.emitted_paths}
+            entries.append((m.node, tuple(sorted(m.emitted_paths - others))))
+        index[shape] = tuple(entries)
+    return index
+
+
+def _present(activity: Mapping[str, Any], path: str) -> bool:
+    value: Any = activity
+    for key in path.split("."):
+        if not isinstance(value, Mapping) or key not in value:
+            return False
+        value = value[key]
+    return value is not None
 
 
 def load_mappings(directory: Path | None = None) -> MappingSet:

@@ -10,8 +10,8 @@ Performs no I/O except `load_flows`, which reads flow files.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,9 @@ import yaml
 from bridge.errors import ConfigError
 
 Verb = dict[str, Any]
+# Renders one node into output objects (verbs here; the legacy simulator passes its own renderer
+# that produces AudioCodes activities for the same flows).
+Renderer = Callable[["Node", Mapping[str, str]], list[dict[str, Any]]]
 
 FLOWS_DIR = Path(__file__).parent / "flows"
 INPUT_TEXT = "{{input.text}}"
@@ -355,7 +358,58 @@ def load_flows(directory: Path | str | None = None) -> dict[str, Flow]:
     return flows
 
 
+def override_flow(flow: Flow, changes: Mapping[str, Mapping[str, Any]]) -> Flow:
+    """A variant of `flow` with node parameters changed: `{node id: {param: value}}`.
+
+    A value of None removes the parameter. Only parameters change, never the graph; the result
+    is validated like a parsed flow (raises `ConfigError` naming the node and parameter).
+    """
+    nodes = list(flow.nodes)
+    ids = [n.id for n in nodes]
+    for node_id, params in changes.items():
+        if node_id not in ids:
+            raise _fail(flow.source, f"overrides.{node_id}", f"no node {node_id!r} in {flow.name}")
+        if not isinstance(params, Mapping):
+            raise _fail(flow.source, f"overrides.{node_id}", "must be a mapping of parameters")
+        index = ids.index(node_id)
+        node = nodes[index]
+        merged = dict(node.params)
+        for key, value in params.items():
+            if key not in _PARAMS[node.type]:
+                raise _fail(
+                    flow.source, f"overrides.{node_id}.{key}", f"not a parameter of a {node.type}"
+                )
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        path = f"overrides.{node_id}"
+        for key in _REQUIRED.get(node.type, ()):
+            if merged.get(key) in (None, "", [], {}):
+                raise _fail(flow.source, f"{path}.{key}", "required")
+        _check_params(node.type, merged, flow.source, path)
+        nodes[index] = replace(node, params=merged)
+    return replace(flow, nodes=tuple(nodes))
+
+
+def override_flows(
+    flows: Mapping[str, Flow], overrides: Mapping[str, Mapping[str, Mapping[str, Any]]]
+) -> dict[str, Flow]:
+    """`flows` with `override_flow` applied per flow name: `{flow: {node id: {param: value}}}`."""
+    out = dict(flows)
+    for name, changes in overrides.items():
+        if name not in out:
+            raise ConfigError(f"overrides.{name}", "no such flow")
+        out[name] = override_flow(out[name], changes)
+    return out
+
+
 # ---------------------------------------------------------------- rendering
+
+
+def substitute(value: Any, context: Mapping[str, str]) -> Any:
+    """`value` with `{{input.text}}` replaced in every string (nested mappings and lists too)."""
+    return _substitute(value, context)
 
 
 def _text(value: Any, context: Mapping[str, str]) -> str:
@@ -477,8 +531,10 @@ class Batch:
     hooked: tuple[Node, ...]
 
 
-def render_batch(flow: Flow, entry: str | None, context: Mapping[str, str]) -> Batch:
-    """Walk from `entry` rendering nodes until a blocking node or the end of the flow.
+def render_batch(
+    flow: Flow, entry: str | None, context: Mapping[str, str], render: Renderer = render_node
+) -> Batch:
+    """Walk from `entry` rendering nodes (with `render`) until a blocking node or the end.
 
     Raises `ValueError` when the walk loops without reaching a blocking node.
     """
@@ -491,7 +547,7 @@ def render_batch(flow: Flow, entry: str | None, context: Mapping[str, str]) -> B
             raise ValueError(f"node {current!r} loops back without a question, transfer or hangup")
         seen.add(current)
         node = flow.node(current)
-        verbs.extend(render_node(node, context))
+        verbs.extend(render(node, context))
         if node.hook is not None:
             hooked.append(node)
         if node.type in _BLOCKING:
@@ -569,8 +625,9 @@ def _transfer_failed(data: Mapping[str, Any]) -> bool:
 class FlowRun:
     """One call walking through a flow: `start()` then `receive_hook()` per `verb:hook`."""
 
-    def __init__(self, flow: Flow) -> None:
+    def __init__(self, flow: Flow, render: Renderer = render_node) -> None:
         self.flow = flow
+        self.render = render
         self.context: dict[str, str] = {}
         self.pending: Node | None = None
         self._hooked: dict[str, Node] = {}
@@ -623,7 +680,7 @@ class FlowRun:
         return self.flow.following(node)
 
     def _emit(self, entry: str) -> list[Verb]:
-        batch = render_batch(self.flow, entry, self.context)
+        batch = render_batch(self.flow, entry, self.context, self.render)
         for node in batch.hooked:
             hook = node.hook
             if hook is not None:

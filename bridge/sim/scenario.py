@@ -2,7 +2,8 @@
 
 A scenario is a caller's script (start, speech, DTMF, silence, transfer result, play failure,
 hang-up); each step lists the activities the bot must answer with, matched in order. Running one
-gives a readable transcript and pass/fail with the first failing expectation explained.
+gives a readable transcript and pass/fail with the first failing expectation explained, over
+VAIC's HTTP mode (sync, or async with the push socket) or its WebSocket mode.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import yaml
 
 from bridge.errors import ConfigError
-from bridge.sim.vaic import BotReply, VaicClient
+from bridge.sim.vaic import BotReply, StreamingVaicClient, VaicClient
 
 SCENARIOS_DIR = Path(__file__).parent / "scenarios"
 _MATCHER_KEYS = frozenset(
@@ -373,6 +374,8 @@ def check_step(step: Step, activities: Sequence[Mapping[str, Any]]) -> str | Non
 
 # ---------------------------------------------------------------- running
 
+Transport = Literal["http", "ws"]
+
 
 @dataclass
 class ScenarioResult:
@@ -381,10 +384,24 @@ class ScenarioResult:
     transcript: list[str]
     failure: str | None = None
     conversation_id: str | None = None
+    route: str | None = None
+    transport: str | None = None
+    mode: str | None = None
+
+    @property
+    def label(self) -> str:
+        """`route R, transport, mode` as far as known, e.g. `route support_async, ws, async`."""
+        route = f"route {self.route}" if self.route else None
+        return ", ".join(part for part in (route, self.transport, self.mode) if part)
 
     def render(self) -> str:
-        status = "PASS" if self.passed else f"FAIL: {self.failure}"
-        return "\n".join([f"== {self.name}: {status}", *(f"  {line}" for line in self.transcript)])
+        verdict = "PASS" if self.passed else "FAIL"
+        header = f"== {self.name}: {verdict}"
+        if self.label:
+            header += f" ({self.label})"
+        if not self.passed:
+            header += f": {self.failure}"
+        return "\n".join([header, *(f"  {line}" for line in self.transcript)])
 
 
 def bot_url_for(base_url: str, route: str) -> str:
@@ -392,23 +409,149 @@ def bot_url_for(base_url: str, route: str) -> str:
     return f"{base_url.rstrip('/')}/ac/{route}"
 
 
-async def _collect(
-    client: VaicClient, reply: BotReply, wanted: int, push: bool, push_wait: float, settle: float
-) -> list[dict[str, Any]]:
-    activities = list(reply.activities)
-    if not push:
+@dataclass(frozen=True)
+class _Timing:
+    wait: float  # budget for the expected answer of a step
+    settle: float  # quiet time that ends the collection of extras
+
+
+class _Failed(Exception):
+    """A step failed before its answer could be checked; the message says why."""
+
+
+class _HttpChannel:
+    """HTTP mode: a POST per step; with the push socket, pushed activities count too."""
+
+    def __init__(self, client: VaicClient, push: bool, timing: _Timing) -> None:
+        self.client = client
+        self._push = push
+        self._timing = timing
+        self.open = False
+
+    @property
+    def conversation_id(self) -> str | None:
+        return self.client.conversation_id
+
+    async def start(self, conversation_id: str | None, scenario: Scenario) -> None:
+        created = await self.client.create(conversation_id)
+        if created.status != 200 or self.client.urls is None:
+            raise _Failed(f"create answered {created.status}")
+        self.open = True
+        if self._push:
+            await self.client.open_push_socket()
+
+    async def turn(self, activity: dict[str, Any], wanted: int) -> list[dict[str, Any]]:
+        return await self._collect(await self.client.send([activity]), wanted)
+
+    async def hang_up(self, reason_code: str, reason: str) -> list[dict[str, Any]]:
+        self.open = False
+        reply = await self.client.disconnect(reason_code, reason)
+        self._check(reply)
+        return reply.activities
+
+    def _check(self, reply: BotReply) -> None:
+        if reply.status != 200:
+            raise _Failed(f"bot answered {reply.status} {reply.text[:200]}")
+
+    async def _collect(self, reply: BotReply, wanted: int) -> list[dict[str, Any]]:
+        self._check(reply)
+        activities = list(reply.activities)
+        if not self._push:
+            return activities
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timing.wait
+        while True:
+            # wait for the expected number of outputs, then a short settle to catch extras
+            remaining = deadline - loop.time() if len(activities) < wanted else self._timing.settle
+            if remaining <= 0:
+                return activities
+            try:
+                activities.append(await asyncio.wait_for(self.client.pushed.get(), remaining))
+            except TimeoutError:
+                return activities
+
+    async def close(self) -> None:
+        if self.open:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                await self.client.disconnect("client-disconnected", "scenario ended")
+        await self.client.close()
+
+
+class _WsChannel:
+    """WebSocket mode: an `activities` message per step. Sync routes answer a turn with exactly
+    one message (none when the answer is empty); async routes send one message per output."""
+
+    def __init__(self, client: StreamingVaicClient, async_mode: bool, timing: _Timing) -> None:
+        self.client = client
+        self._async = async_mode
+        self._timing = timing
+        self.open = False
+
+    @property
+    def conversation_id(self) -> str | None:
+        return self.client.conversation_id
+
+    async def start(self, conversation_id: str | None, scenario: Scenario) -> None:
+        reply = await self.client.initiate(conversation_id, scenario.caller)
+        if reply.get("type") != "session.accepted":
+            raise _Failed(f"session.initiate answered {_compact(reply)}")
+        self.open = True
+
+    async def turn(self, activity: dict[str, Any], wanted: int) -> list[dict[str, Any]]:
+        # Messages that arrived since the last step (held or unsolicited outputs) come first,
+        # as they would in the next HTTP response.
+        activities = self._drain()
+        await self.client.send([activity])
+        if self._async:
+            return await self._collect_outputs(activities, wanted)
+        message = await self.client.next_activities(
+            self._timing.wait if wanted else self._timing.settle
+        )
+        if message is not None:
+            activities.extend(self._activities_of(message))
         return activities
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + push_wait
-    while True:
-        # wait for the expected number of outputs, then a short settle to catch extras
-        remaining = deadline - loop.time() if len(activities) < wanted else settle
-        if remaining <= 0:
-            return activities
-        try:
-            activities.append(await asyncio.wait_for(client.pushed.get(), remaining))
-        except TimeoutError:
-            return activities
+
+    async def hang_up(self, reason_code: str, reason: str) -> list[dict[str, Any]]:
+        self.open = False
+        if not await self.client.end(reason_code, reason, wait=self._timing.wait):
+            raise _Failed("the bot did not close the socket after session.end")
+        return self._drain()
+
+    def _drain(self) -> list[dict[str, Any]]:
+        activities: list[dict[str, Any]] = []
+        while not self.client.received.empty():
+            activities.extend(self._activities_of(self.client.received.get_nowait()))
+        return activities
+
+    def _activities_of(self, message: Mapping[str, Any]) -> list[dict[str, Any]]:
+        raw = message.get("activities")
+        activities = [a for a in raw if isinstance(a, dict)] if isinstance(raw, list) else []
+        if self._async and len(activities) != 1:
+            raise _Failed(
+                f"async mode sends one activities message per output, got one with "
+                f"{len(activities)}: {_compact(raw)}"
+            )
+        return activities
+
+    async def _collect_outputs(
+        self, activities: list[dict[str, Any]], wanted: int
+    ) -> list[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timing.wait
+        while True:
+            remaining = deadline - loop.time() if len(activities) < wanted else self._timing.settle
+            if remaining <= 0:
+                return activities
+            message = await self.client.next_activities(remaining)
+            if message is None:
+                return activities
+            activities.extend(self._activities_of(message))
+
+    async def close(self) -> None:
+        if self.open and not self.client.closed.is_set():
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ConnectionError):
+                await self.client.end("client-disconnected", "scenario ended", wait=1.0)
+        await self.client.close()
 
 
 async def run_scenario(
@@ -422,53 +565,56 @@ async def run_scenario(
     push_wait: float = 3.0,
     settle: float = 0.2,
     bot_url: str | None = None,
+    transport: Transport = "http",
+    async_mode: bool = False,
+    route: str | None = None,
 ) -> ScenarioResult:
     """Play `scenario` as VAIC against the bot URL of its route on `base_url`.
 
-    With `push`, the conversation's `websocketURL` (async mode) is opened and pushed activities
-    count as that step's answer too. `bot_url` overrides the URL derived from the route.
+    `transport` is VAIC's mode: `http` (a POST per step) or `ws` (the WebSocket mode, text only).
+    `async_mode` says the route is async: over HTTP the push socket is opened (as with `push`)
+    and pushed activities count as that step's answer; over WebSocket one message per output is
+    expected instead of one per turn. Outputs are awaited for up to `push_wait` seconds until the
+    step's expected count arrived, then for `settle` seconds of quiet to catch extras. `route`
+    replaces the scenario's route; `bot_url` overrides the URL derived from the route.
     """
-    url = bot_url or bot_url_for(base_url, scenario.route)
-    client = VaicClient(url, token, session=session)
-    result = ScenarioResult(scenario.name, False, [])
-    disconnected = False
+    route_name = route or scenario.route
+    url = bot_url or bot_url_for(base_url, route_name)
+    timing = _Timing(push_wait, settle)
+    channel: _HttpChannel | _WsChannel
+    if transport == "ws":
+        channel = _WsChannel(StreamingVaicClient(url, token, session=session), async_mode, timing)
+        label = "ws"
+    else:
+        pushing = push or async_mode
+        channel = _HttpChannel(VaicClient(url, token, session=session), pushing, timing)
+        label = "http+push" if pushing else "http"
+    result = ScenarioResult(
+        scenario.name,
+        False,
+        [],
+        route=route_name,
+        transport=label,
+        mode="async" if async_mode else "sync",
+    )
     no_input = 0
+    index, step = 0, scenario.steps[0]
     try:
         for index, step in enumerate(scenario.steps):
             result.transcript.append(describe_step(step, scenario))
             if step.kind is StepKind.START:
-                created = await client.create(conversation_id)
-                result.conversation_id = client.conversation_id
-                if created.status != 200 or client.urls is None:
-                    result.failure = f"step 1 (start): create answered {created.status}"
-                    return result
-                if push:
-                    await client.open_push_socket()
+                await channel.start(conversation_id, scenario)
+                result.conversation_id = channel.conversation_id
             if step.kind is StepKind.HANGUP:
                 arg = step.arg or {}
-                reply = await client.disconnect(
+                activities = await channel.hang_up(
                     str(arg.get("reasonCode", "client-disconnected")),
                     str(arg.get("reason", "Client Side")),
                 )
-                disconnected = True
             else:
                 no_input += step.kind is StepKind.SILENCE
-                activity = step_activity(step, scenario, client.conversation_id or "", no_input)
-                reply = await client.send([activity])
-            if reply.status != 200:
-                result.failure = (
-                    f"step {index + 1} ({step.kind}): bot answered "
-                    f"{reply.status} {reply.text[:200]}"
-                )
-                return result
-            activities = await _collect(
-                client,
-                reply,
-                len(step.expect),
-                push and step.kind is not StepKind.HANGUP,
-                push_wait,
-                settle,
-            )
+                activity = step_activity(step, scenario, channel.conversation_id or "", no_input)
+                activities = await channel.turn(activity, len(step.expect))
             result.transcript.extend(f"BOT ← {describe_activity(a)}" for a in activities)
             reason = check_step(step, activities)
             if reason is not None:
@@ -476,11 +622,11 @@ async def run_scenario(
                 return result
         result.passed = True
         return result
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except _Failed as failed:
+        result.failure = f"step {index + 1} ({step.kind}): {failed}"
+        return result
+    except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
         result.failure = f"transport error: {type(exc).__name__}: {exc}"
         return result
     finally:
-        if not disconnected and client.urls is not None:
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                await client.disconnect("client-disconnected", "scenario ended")
-        await client.close()
+        await channel.close()

@@ -20,6 +20,7 @@ from bridge.audiocodes.conversation import parse_create
 from bridge.config import Route
 from bridge.errors import AudioCodesProtocolError
 from bridge.session import CallSession
+from bridge.transport.admin import add_admin_routes
 from bridge.transport.vaic_ws import vaic_socket
 
 log = logging.getLogger("bridge.http")
@@ -100,17 +101,7 @@ async def probe(
 
 async def create(request: web.Request, gateway: Gateway, name: str, route: Route) -> web.Response:
     conversation_id = parse_create(await _json_body(request))
-    if route.voicegateway is None:
-        gateway.metrics.rejected_requests.labels(name, "unavailable").inc()
-        return error_response(503, "unavailable", "this route has no voicegateway upstream")
-    session = CallSession(
-        route_name=name,
-        route=route,
-        conversation_id=conversation_id,
-        engine=gateway.engine,
-        metrics=gateway.metrics,
-        opener=gateway.opener,
-    )
+    session = gateway.new_call(name, route, conversation_id)
     if not gateway.calls.add(session):
         raise AudioCodesProtocolError("conversation already exists", status=409, reason="conflict")
     base = f"{gateway.config.public_url or ''}/ac/{name}"
@@ -214,6 +205,7 @@ async def json_errors(
 
 def add_routes(app: web.Application) -> None:
     app.middlewares.append(json_errors)
+    add_admin_routes(app)
     conv = "/ac/{route}/conversation/{conversation}"
     app.add_routes(
         [

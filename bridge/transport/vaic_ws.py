@@ -130,22 +130,14 @@ class StreamingCall:
         self, stream: StreamingSession, channel: VaicSocket, event: SessionInitiated
     ) -> None:
         key = (self._route_name, event.conversation_id)
-        if self._route.voicegateway is None or self._gateway.calls.get(*key) is not None:
-            reason = (
-                "this route has no voicegateway upstream"
-                if self._route.voicegateway is None
-                else "conversation already exists"
-            )
-            stream.refuse(reason, self._loop.time())
+        if self._gateway.calls.get(*key) is not None:
+            stream.refuse("conversation already exists", self._loop.time())
             return
         assert stream.conversation is not None
-        call = CallSession(
-            route_name=self._route_name,
-            route=self._route,
-            conversation_id=event.conversation_id,
-            engine=self._gateway.engine,
-            metrics=self._gateway.metrics,
-            opener=self._gateway.opener,
+        call = self._gateway.new_call(
+            self._route_name,
+            self._route,
+            event.conversation_id,
             conversation=stream.conversation,
             expiry=stream.expired,
         )

@@ -1,0 +1,202 @@
+"""Shadow traffic for one call: the other path gets the same caller inputs, and each turn's
+outputs of both paths are compared (design §3.7).
+
+The shadow runs on its own task behind a bounded queue, so it never delays or fails the
+primary: a full queue drops the shadow for this call and counts it. Its outputs never reach
+VAIC; hang-ups, transfers, recordings and metadata it produces are compared, not executed.
+The shadow path is driven like a sync VAIC client: a turn is forwarded, its outputs are
+collected by the sync-turn rules, then the next turn goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bridge.compare import compare_turn, record_metrics
+from bridge.delivery import Channel, Outbox
+from bridge.divergence import DivergenceLog
+from bridge.mapping.loader import MappingSet
+from bridge.path import CallInfo, CallPath, PathName, PathSink, PathStartError
+
+log = logging.getLogger("bridge.shadow")
+QUEUE_SIZE = 32
+Outputs = tuple[dict[str, object], ...]
+PathFactory = Callable[[PathName, CallInfo, PathSink], CallPath]
+
+
+class ShadowRunner:
+    """Mirrors one call onto the path that is not serving it."""
+
+    def __init__(
+        self,
+        name: PathName,
+        info: CallInfo,
+        *,
+        primary_path: PathName,
+        make_path: PathFactory,
+        mappings: MappingSet,
+        divergence: DivergenceLog | None,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._info = info
+        self._primary_path = primary_path
+        self._mappings = mappings
+        self._divergence = divergence
+        self._metrics = info.metrics
+        route = info.route
+        self._outbox = Outbox(
+            async_mode=False,
+            settle_s=route.turn_settle_ms / 1000,
+            timeout_s=route.turn_timeout_ms / 1000,
+        )
+        self._changed = asyncio.Event()
+        self._queue: asyncio.Queue[tuple[str, int, Any]] = asyncio.Queue(QUEUE_SIZE)
+        self._path = make_path(name, info, self)
+        self.name = name
+        self._primary: dict[int, tuple[Outputs, float]] = {}
+        self._shadow: dict[int, tuple[Outputs, float]] = {}
+        self._started = False
+        self._dropped = False
+        self._task = asyncio.create_task(self._run())
+
+    # ---- fed by the primary call (never blocks) ----------------------------------------------
+
+    def submit_turn(self, turn: int, activities: Sequence[dict[str, Any]]) -> None:
+        self._submit(("turn", turn, tuple(activities)))
+
+    def submit_end(self, reason_code: str | None, reason: str | None) -> None:
+        self._submit(("end", 0, (reason_code, reason)))
+
+    def primary_turn(self, turn: int, outputs: Outputs, latency_s: float) -> None:
+        """The primary's outputs for `turn` (its sync response, or what it produced until the
+        next caller input in async mode)."""
+        if self._dropped:
+            return
+        self._primary[turn] = (outputs, latency_s)
+        self._compare_ready()
+
+    async def close(self) -> None:
+        """End the shadow: compare what both paths finished, release its upstream."""
+        if not self._task.done():
+            self._submit(("close", 0, None))
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._task), 2.0)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self._path.close()
+
+    def _submit(self, item: tuple[str, int, Any]) -> None:
+        if self._dropped:
+            return
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self._drop("queue_full")
+
+    def _drop(self, kind: str) -> None:
+        if not self._dropped:
+            self._dropped = True
+            self._metrics.upstream_errors.labels(self._info.route_name, self.name, kind).inc()
+            log.info("shadow on route %s dropped (%s)", self._info.route_name, kind)
+
+    # ---- PathSink: what the shadow path produces ------------------------------------------
+
+    def emit(self, outputs: Sequence[dict[str, object]], *, turn_ending: bool = False) -> None:
+        self._outbox.add_outputs(outputs, self._loop.time(), turn_ending=turn_ending)
+        self._changed.set()
+
+    def set_busy(self, busy: bool) -> None:
+        self._outbox.set_busy(busy, self._loop.time())
+        self._changed.set()
+
+    def fail(self, reason: str) -> None:
+        self._outbox.call_ended()
+        self._changed.set()
+
+    async def settle(self) -> None:
+        self._changed.set()
+
+    # ---- the shadow's own task --------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                kind, turn, payload = await self._queue.get()
+                if kind == "close":
+                    return
+                if kind == "end":
+                    await self._path.end(*payload)
+                    continue
+                await self._turn(turn, payload)
+        except Exception:  # a failing shadow must never touch the primary
+            log.exception("shadow failed on route %s", self._info.route_name)
+            self._drop("shadow_error")
+        finally:
+            self._finish()
+
+    async def _turn(self, turn: int, activities: tuple[dict[str, Any], ...]) -> None:
+        started = self._loop.time()
+        self._outbox.begin_turn(turn, started)
+        if not self._started:
+            self._started = True
+            try:
+                await self._path.start(activities)
+            except PathStartError as exc:
+                self._drop(f"start_{exc.kind}")
+                return
+            self._count_call("started")
+        else:
+            await self._path.forward(activities)
+        while True:
+            deliveries = self._outbox.poll(self._loop.time())
+            if deliveries:
+                break
+            deadline = self._outbox.deadline()
+            self._changed.clear()
+            timeout = None if deadline is None else max(0.0, deadline - self._loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout)
+        latency = self._loop.time() - started
+        outputs = tuple(o for d in deliveries if d.channel is Channel.RESPONSE for o in d.outputs)
+        self._metrics.turn_duration.labels(self._info.route_name, self.name, "shadow").observe(
+            latency
+        )
+        self._shadow[turn] = (outputs, latency)
+        self._compare_ready()
+
+    def _compare_ready(self) -> None:
+        for turn in sorted(set(self._primary) & set(self._shadow)):
+            primary, primary_latency = self._primary.pop(turn)
+            shadow, shadow_latency = self._shadow.pop(turn)
+            comparison = compare_turn(
+                primary,
+                shadow,
+                self._mappings,
+                primary_path=self._primary_path,
+                primary_latency_s=primary_latency,
+                shadow_latency_s=shadow_latency,
+            )
+            record_metrics(comparison, self._metrics, self._info.route_name)
+            if self._divergence is not None:
+                self._divergence.record(
+                    self._info.route_name, self._info.conversation_id, turn, comparison
+                )
+
+    def _count_call(self, what: str) -> None:
+        labels = (self._info.route_name, self.name, "shadow")
+        if what == "started":
+            self._metrics.calls_started.labels(*labels).inc()
+            self._metrics.calls_active.labels(*labels).inc()
+
+    def _finish(self) -> None:
+        if self._started:
+            self._started = False
+            labels = (self._info.route_name, self.name, "shadow")
+            self._metrics.calls_active.labels(*labels).dec()
+            reason = "dropped" if self._dropped else "ended"
+            self._metrics.calls_ended.labels(*labels, reason).inc()
