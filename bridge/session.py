@@ -28,6 +28,7 @@ from bridge.metrics import Metrics
 from bridge.numbers import NumberInfo, number_metadata
 from bridge.path import CallInfo, CallPath, PathName, PathSink, PathStartError
 from bridge.shadow import ShadowRunner
+from bridge.timer import DeadlineTimer
 
 Outputs = tuple[dict[str, object], ...]
 PathFactory = Callable[[PathName, CallInfo, PathSink], CallPath]
@@ -86,8 +87,7 @@ class CallSession:
         )
         self._primary: CallPath | None = None
         self._shadow: ShadowRunner | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = DeadlineTimer(self._loop, self._on_deadline)
         self._turn_lock = asyncio.Lock()
         self._push_lock = asyncio.Lock()
         self._push: PushChannel | None = None
@@ -311,7 +311,8 @@ class CallSession:
                 response.set_result(delivery.outputs)
             else:
                 await self._push_delivery(delivery)
-        self._arm_timer()
+        if not self._closed:
+            self._timer.arm(self._outbox.deadline())
 
     def _fail(self, reason: str) -> None:
         """End the call cleanly toward VAIC: a hangup activity, then no more outputs."""
@@ -328,8 +329,7 @@ class CallSession:
         for response in self._responses.values():
             if not response.done():
                 response.set_result(self._take_all())
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         if self.path is not None:
             self._metrics.calls_active.labels(self.route_name, self.path, "primary").dec()
             self._metrics.calls_ended.labels(self.route_name, self.path, "primary", reason).inc()
@@ -359,20 +359,7 @@ class CallSession:
     def _take_all(self) -> Outputs:
         return tuple(o for d in self._outbox.poll(self._loop.time()) for o in d.outputs)
 
-    def _arm_timer(self) -> None:
-        deadline = self._outbox.deadline()
-        if deadline == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = deadline
-        if deadline is not None and not self._closed:
-            self._timer = self._loop.call_at(deadline, self._on_deadline)
-
     def _on_deadline(self) -> None:
-        self._timer = None
-        self._timer_at = None
         task = self._loop.create_task(self.settle())
         task.add_done_callback(_log_task_error)
 

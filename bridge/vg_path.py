@@ -17,6 +17,7 @@ from bridge.audiocodes import wire as ac
 from bridge.audiocodes.conversation import InputKind, classify
 from bridge.mapping.engine import Engine, Translation
 from bridge.path import TURN_ENDING_VERBS, CallInfo, PathName, PathSink, PathStartError
+from bridge.timer import DeadlineTimer
 from bridge.transport.vg import UpstreamConnectError, VoiceGatewaySocket, open_socket
 from bridge.voicegateway import events as vge
 from bridge.voicegateway.protocol import CallProtocol
@@ -65,8 +66,7 @@ class VoiceGatewayPath:
         }
         self._socket: VoiceGatewaySocket | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = DeadlineTimer(self._loop, self._on_deadline)
         self._send_lock = asyncio.Lock()
         self._accepted: asyncio.Future[None] = self._loop.create_future()
         self._open = False
@@ -143,8 +143,7 @@ class VoiceGatewayPath:
 
     async def close(self) -> None:
         self._open = False
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         if self._socket is not None:
             socket, self._socket = self._socket, None
             await socket.close(1000)
@@ -180,7 +179,7 @@ class VoiceGatewayPath:
                 close_code = self._apply(event, now) or close_code
         self._sink.set_busy(self._protocol.awaiting_ack)
         await self._send_pending()
-        self._arm_timer()
+        self._timer.arm(self._protocol.next_deadline())
         await self._sink.settle()
         if close_code is not None and self._socket is not None:
             self._open = False
@@ -269,20 +268,7 @@ class VoiceGatewayPath:
                 except Exception:  # the reader notices the closed socket and ends the call
                     self.log.warning("sending to the voice gateway failed")
 
-    def _arm_timer(self) -> None:
-        deadline = self._protocol.next_deadline()
-        if deadline == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = deadline
-        if deadline is not None:
-            self._timer = self._loop.call_at(deadline, self._on_deadline)
-
     def _on_deadline(self) -> None:
-        self._timer = None
-        self._timer_at = None
         self._protocol.tick(self._loop.time())
         task = self._loop.create_task(self._after_protocol())
         task.add_done_callback(_log_task_error)
