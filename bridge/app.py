@@ -25,6 +25,7 @@ from bridge.mapping.loader import load_mappings
 from bridge.metrics import Metrics
 from bridge.path import CallInfo, CallPath, PathName, PathSink, PathStartError
 from bridge.session import CallSession
+from bridge.shadow import drain_closing
 from bridge.vg_path import SocketOpener, VoiceGatewayPath, open_vg_socket
 
 log = logging.getLogger("bridge.app")
@@ -192,3 +193,4 @@ async def _expiry_loop(app: web.Application) -> AsyncIterator[None]:
     for call in gateway.calls.all():
         gateway.calls.remove(call)
         await call.close()
+    await drain_closing()

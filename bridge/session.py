@@ -27,7 +27,7 @@ from bridge.mapping.loader import MappingSet
 from bridge.metrics import Metrics
 from bridge.numbers import NumberInfo, number_metadata
 from bridge.path import CallInfo, CallPath, PathName, PathSink, PathStartError
-from bridge.shadow import ShadowRunner
+from bridge.shadow import ShadowRunner, close_in_background
 from bridge.timer import DeadlineTimer
 
 Outputs = tuple[dict[str, object], ...]
@@ -199,7 +199,7 @@ class CallSession:
         if self._primary is not None:
             await self._primary.close()
         if self._shadow is not None:
-            await self._shadow.close()
+            close_in_background(self._shadow)
 
     # ---- caller input → the paths ------------------------------------------------------
 

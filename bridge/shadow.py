@@ -26,6 +26,21 @@ log = logging.getLogger("bridge.shadow")
 QUEUE_SIZE = 32
 Outputs = tuple[dict[str, object], ...]
 PathFactory = Callable[[PathName, CallInfo, PathSink], CallPath]
+# Shadows finishing after their call ended: never awaited by a VAIC request, drained at shutdown.
+_closing: set[asyncio.Task[None]] = set()
+
+
+def close_in_background(runner: ShadowRunner) -> None:
+    """Let the shadow finish its last turns and compare them without delaying the caller."""
+    task = asyncio.get_running_loop().create_task(runner.close())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+async def drain_closing(timeout_s: float = 5.0) -> None:
+    """At shutdown: wait (bounded) for shadows that are still finishing."""
+    if _closing:
+        await asyncio.wait(set(_closing), timeout=timeout_s)
 
 
 class ShadowRunner:

@@ -1,5 +1,7 @@
-"""The embedded demo: every scenario holds, and everything the bridge sent the simulated VG
-endpoint on the way validates against the official jambonz callback schemas."""
+"""The embedded demo: every scenario holds on both paths of the split routes, the shadow
+comparisons match except exactly the divergent flow variant's, a reload mid-run moves the
+percentage but not the call in flight, and everything the bridge sent the simulated VG endpoint
+on the way validates against the official jambonz callback schemas."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from aiohttp import web
 
 from bridge.app import create_app
 from bridge.config import parse_config
+from bridge.sim import demo
 from bridge.sim.demo import DEMO_TOKEN, demo_config, run_demo
 from bridge.sim.scenario import ScenarioResult, load_scenarios, parse_scenario, run_scenario
 from bridge.sim.vg_endpoint import VGEndpointSim
@@ -77,7 +80,12 @@ async def test_run_demo_passes_and_prints_transcripts_and_summary() -> None:
             scenario.name
         )
     assert f"{len(SCENARIOS)}/{len(SCENARIOS)} scenarios held" in text
+    assert not [line for line in text.splitlines() if line.startswith("FAIL")]
+    assert text.rstrip().endswith("demo held")
     _check_every_transport(text)
+    _check_comparisons(text)
+    _check_divergent_mismatches(text)
+    _check_split_and_reload(text)
 
 
 WAYS = [
@@ -86,17 +94,31 @@ WAYS = [
     ("support", "ws", "sync"),
     ("support_async", "ws", "async"),
 ]
+SPLIT_ROUTES = ("support", "support_async")
+RESULTS = ("match", "mismatch", "missing", "extra")
+
+
+def _section(text: str, heading: str) -> list[str]:
+    """The lines after `heading` up to the next blank line."""
+    lines = text[text.index(f"\n{heading}") :].splitlines()[2:]
+    return lines[: lines.index("")] if "" in lines else lines
 
 
 def _check_every_transport(text: str) -> None:
     """Each scenario ran over HTTP (sync), HTTP with the push socket (async) and WebSocket mode
-    (sync and async), with the same transcript each time."""
-    blocks = text[: text.index("Translations by node:")].split("\n== ")[1:]
+    (sync and async), with the same transcript each time; each caller kept its path on a route,
+    and each split route served callers on both paths."""
+    split = text[text.index("\nSplit routes") : text.index("\nDivergent flow variant")]
     transcripts: dict[str, dict[str, list[str]]] = {}
-    for block in blocks:
+    paths: dict[tuple[str, str], set[str]] = {}
+    for block in split.split("\n== ")[1:]:
         header, *lines = block.strip().splitlines()
         name, _, rest = header.partition(": ")
+        rest, _, path = rest.partition(" path=")
+        assert path in ("legacy", "voicegateway"), header
         transcripts.setdefault(name, {})[rest] = lines
+        route = rest.removeprefix("PASS (route ").split(",")[0]
+        paths.setdefault((route, name), set()).add(path)
     summary = text[text.index("Summary:") :].splitlines()
     for scenario in SCENARIOS:
         runs = transcripts[scenario.name]
@@ -106,7 +128,96 @@ def _check_every_transport(text: str) -> None:
         for route, transport, mode in WAYS:
             row = [scenario.name, "PASS", route, f"{transport}/{mode}"]
             assert any(line.split()[:4] == row for line in summary), row
+    assert all(len(p) == 1 for p in paths.values()), paths  # sticky per caller
+    for route in SPLIT_ROUTES:
+        seen = set().union(*(p for (r, _), p in paths.items() if r == route))
+        assert seen == {"legacy", "voicegateway"}, (route, seen)
     assert f"on all {len(WAYS)} transports/modes" in text
+
+
+def _comparison_rows(text: str) -> dict[tuple[str, str], dict[str, int]]:
+    lines = _section(text, "Shadow comparisons by node")
+    assert lines[0].split() == ["route", "node", *RESULTS]
+    rows: dict[tuple[str, str], dict[str, int]] = {}
+    for line in lines[1:]:
+        route, node, *counts = line.split()
+        rows[(route, node)] = dict(zip(RESULTS, map(int, counts), strict=True))
+    return rows
+
+
+def _check_comparisons(text: str) -> None:
+    """Every shadow comparison on the split routes matched; the divergent route shows exactly
+    one mismatch on each changed node."""
+    rows = _comparison_rows(text)
+    for route in SPLIT_ROUTES:
+        nodes = {node: counts for (r, node), counts in rows.items() if r == route}
+        assert {"say", "play", "transfer_dial", "hangup"} <= set(nodes), route
+        for node, counts in nodes.items():
+            assert counts["match"] > 0 and counts["mismatch"] == 0, (route, node, counts)
+            assert counts["missing"] == 0 and counts["extra"] == 0, (route, node, counts)
+    divergent = {node: c for (r, node), c in rows.items() if r == "support_divergent"}
+    assert sum(c["mismatch"] for c in divergent.values()) == 3, divergent
+    for node in ("say", "play", "transfer_dial"):
+        assert divergent[node]["mismatch"] == 1, (node, divergent)
+    assert all(c["missing"] == 0 and c["extra"] == 0 for c in divergent.values()), divergent
+
+
+def _check_divergent_mismatches(text: str) -> None:
+    lines = _section(text, "Divergent mismatches")
+    found = {(line.split()[1], line.split()[4], line.split()[6].rstrip(":")) for line in lines}
+    assert found == {
+        ("greeting", "say", "text"),
+        ("play_url", "play", "activityParams.playUrlUrl"),
+        ("transfer_dial", "transfer_dial", "activityParams.transferTarget"),
+    }, lines
+    assert all(line.split()[0] == "support_divergent" for line in lines)
+    assert all(line.split()[5] == "mismatch" for line in lines)
+    assert "announcement-v2.wav" in "\n".join(lines)
+    assert "UNEXPECTED" not in text
+
+
+def _check_split_and_reload(text: str) -> None:
+    rows = [line.split() for line in _section(text, "Routing split")]
+    assert rows[0] == ["route", "path", "reason", "calls"]
+    calls = {(r[0], r[1]): int(r[3]) for r in rows[1:] if r[2] == "percent"}
+    for route in SPLIT_ROUTES:
+        assert calls[(route, "legacy")] > 0 and calls[(route, "voicegateway")] > 0, calls
+    latency = [line.split()[:2] for line in _section(text, "Latencies by path")]
+    for path in ("legacy", "voicegateway"):
+        assert [path, "primary"] in latency and [path, "shadow"] in latency, latency
+    reload = [line for line in text.splitlines() if line.startswith("Reload: ")]
+    assert len(reload) == 1, reload
+    assert "voicegateway_percent 50 -> 100" in reload[0]
+    assert "after legacy 0, voicegateway" in reload[0]
+    assert "the call in flight kept path=legacy" in reload[0]
+    assert "0 moved back" in reload[0]
+    held = text[text.index("-- config reloaded") :]
+    assert held.index("-- config reloaded") < held.index("VAIC → ")  # later steps after it
+    assert "was legacy before the reload and legacy at its hang-up" in text
+
+
+async def test_run_demo_fails_when_the_divergent_variant_shows_other_mismatches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    few = [s for s in SCENARIOS if s.name in ("greeting", "hang_up")]
+    monkeypatch.setattr(demo, "load_scenarios", lambda: few)
+    monkeypatch.setattr(
+        demo, "DIVERGENT_EXPECTED", {"greeting": ("say", "activityParams.userNoInputTimeoutMS")}
+    )
+    out = StringIO()
+    assert await run_demo(calls=1, out=out) == 1
+    text = out.getvalue()
+    failed = [line for line in text.splitlines() if line.startswith("FAIL")]
+    assert any(line.startswith("FAIL  divergent flow variant: 1 mismatches") for line in failed)
+    assert text.rstrip().endswith("demo FAILED")
+
+
+def test_histogram_quantile_interpolates_within_the_bucket() -> None:
+    buckets = [(0.01, 2.0), (0.1, 4.0), (float("inf"), 4.0)]
+    assert demo.histogram_quantile(buckets, 0.5) == pytest.approx(0.01)
+    assert demo.histogram_quantile(buckets, 0.75) == pytest.approx(0.055)
+    assert demo.histogram_quantile([(0.01, 0.0), (float("inf"), 0.0)], 0.5) is None
+    assert demo.histogram_quantile([(0.01, 0.0), (float("inf"), 3.0)], 0.5) == 0.01
 
 
 @dataclass
