@@ -95,6 +95,9 @@ class CallSession:
         self._turn_done: dict[int, asyncio.Future[None]] = {}
         self._async_turn: tuple[int, float, list[dict[str, object]]] | None = None
         self._closed = False
+        # While the path is being chosen (a VG ack may take its 5 s budget, then fall back), the
+        # start turn's response waits: answering at turn_timeout_ms would lose the greeting.
+        self._starting = False
         self.log = logging.LoggerAdapter(
             log, {"route": route_name, "conversation": conversation_id, "call_sid": self.call_sid}
         )
@@ -208,7 +211,11 @@ class CallSession:
             if not activities or classify(activities[0]) is not InputKind.START:
                 self.log.info("input before the call started; nothing to forward")
                 return
-            await self._start(activities)
+            self._starting = True
+            try:
+                await self._start(activities)
+            finally:
+                self._starting = False
             if self._shadow is not None:
                 self._shadow.submit_turn(turn, activities)
             return
@@ -300,6 +307,8 @@ class CallSession:
 
     async def settle(self) -> None:
         """Hand every complete batch to its channel, then re-arm the timer."""
+        if self._starting:
+            return
         for delivery in self._outbox.poll(self._loop.time()):
             if delivery.channel is Channel.RESPONSE and delivery.turn is not None:
                 response = self._responses.get(delivery.turn)

@@ -96,7 +96,7 @@ class ShadowRunner:
 
     async def close(self) -> None:
         """End the shadow: compare what both paths finished, release its upstream."""
-        if not self._task.done():
+        if not self._task.done() and not self._dropped:
             self._submit(("close", 0, None))
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._task), 2.0)
@@ -142,7 +142,7 @@ class ShadowRunner:
         try:
             while True:
                 kind, turn, payload = await self._queue.get()
-                if kind == "close":
+                if kind == "close" or self._dropped:
                     return
                 if kind == "end":
                     await self._path.end(*payload)
@@ -158,12 +158,12 @@ class ShadowRunner:
         started = self._loop.time()
         self._outbox.begin_turn(turn, started)
         if not self._started:
-            self._started = True
             try:
                 await self._path.start(activities)
             except PathStartError as exc:
                 self._drop(f"start_{exc.kind}")
                 return
+            self._started = True
             self._count_call("started")
         else:
             await self._path.forward(activities)

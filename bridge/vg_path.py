@@ -26,6 +26,7 @@ from bridge.voicegateway.wire import HookKind
 SocketOpener = Callable[[str, float], Awaitable[VoiceGatewaySocket]]
 _HOOK_KINDS = {"input": HookKind.INPUT, "transfer": HookKind.TRANSFER, "play": HookKind.PLAY}
 _TRANSFER_VERBS = frozenset({"dial", "sip:refer"})
+MAX_REJECTED_FRAMES = 50
 log = logging.getLogger("bridge.vg_path")
 
 
@@ -71,6 +72,7 @@ class VoiceGatewayPath:
         self._accepted: asyncio.Future[None] = self._loop.create_future()
         self._open = False
         self._unmapped_logged: set[str] = set()
+        self._rejected = 0
         self.log = logging.LoggerAdapter(
             log,
             {
@@ -204,7 +206,11 @@ class VoiceGatewayPath:
             return event.code
         elif isinstance(event, vge.FrameRejected):
             self._count_error("bad_frame")
-            self.log.warning("voice gateway frame rejected: %s", event.reason)
+            self._rejected += 1
+            if self._rejected <= 3:
+                self.log.warning("voice gateway frame rejected: %s", event.reason)
+            if self._rejected == MAX_REJECTED_FRAMES:  # an app that only sends garbage
+                self._lost("voice gateway sends only invalid frames", kind="bad_frames")
         return None
 
     def _run_verb(self, verb: dict[str, Any], now: float) -> None:
