@@ -28,15 +28,16 @@ test: venv peers
 	$(BIN)/python -m pytest -q
 
 lint: venv
-	$(BIN)/ruff format --check bridge tests bench
-	$(BIN)/ruff check bridge tests bench
+	$(BIN)/ruff format --check bridge tests bench tools
+	$(BIN)/ruff check bridge tests bench tools
 
 typecheck: venv
 	$(BIN)/mypy
+	$(BIN)/mypy --strict tools
 
 fmt: venv
-	$(BIN)/ruff format bridge tests bench
-	$(BIN)/ruff check --fix bridge tests bench
+	$(BIN)/ruff format bridge tests bench tools
+	$(BIN)/ruff check --fix bridge tests bench tools
 
 check: lint typecheck test
 

@@ -93,11 +93,11 @@ async def one_call(http: aiohttp.ClientSession, base: str, route: str, n: int) -
     return latencies
 
 
-async def run_round(base: str, route: str, calls: int, concurrency: int, offset: int) -> list[float]:
+async def run_round(
+    base: str, route: str, calls: int, concurrency: int, offset: int
+) -> list[float]:
     semaphore = asyncio.Semaphore(concurrency)
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=concurrency * 2)
-    ) as http:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency * 2)) as http:
 
         async def limited(n: int) -> list[float]:
             async with semaphore:
@@ -130,8 +130,18 @@ async def main(calls: int, concurrency: int, rounds: int) -> dict[str, dict[str,
         cfg = Path(tmp) / "bench.yaml"
         cfg.write_text(yaml.safe_dump(config(vg_port, legacy_port)))
         bridge = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "--log-level", "WARNING", "serve", "--config",
-             str(cfg), "--listen", f"127.0.0.1:{bridge_port}"]
+            [
+                sys.executable,
+                "-m",
+                "bridge",
+                "--log-level",
+                "WARNING",
+                "serve",
+                "--config",
+                str(cfg),
+                "--listen",
+                f"127.0.0.1:{bridge_port}",
+            ]
         )
         base = f"http://127.0.0.1:{bridge_port}"
         try:
@@ -184,8 +194,9 @@ if __name__ == "__main__":
             f"{route:>9}: {f['turns']:.0f} turns, bridge CPU {f['cpu_ms_per_turn']:.3f} ms/turn, "
             f"turn latency p50 {f['p50_ms']:.2f} ms, p99 {f['p99_ms']:.2f} ms"
         )
+    ratio = shadowed["cpu_ms_per_turn"] / plain["cpu_ms_per_turn"]
     print(
-        f"shadow on/off: CPU per turn x{shadowed['cpu_ms_per_turn'] / plain['cpu_ms_per_turn']:.2f},"
+        f"shadow on/off: CPU per turn x{ratio:.2f},"
         f" primary p50 {shadowed['p50_ms'] - plain['p50_ms']:+.2f} ms,"
         f" p99 {shadowed['p99_ms'] - plain['p99_ms']:+.2f} ms"
     )

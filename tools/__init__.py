@@ -1,0 +1,1 @@
+"""Developer tools for acvg-bridge's observability: dashboard generator and test helpers."""
