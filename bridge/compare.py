@@ -387,10 +387,39 @@ def _order_matches(turn: _Turn, items: Iterable[ActivityComparison]) -> bool:
     return paired == common
 
 
-def record_metrics(comparison: TurnComparison, metrics: Metrics, route: str) -> None:
+# Top-level fields of an AudioCodes activity; anything else is labelled `other`.
+_ACTIVITY_FIELDS = frozenset(
+    {"type", "name", "text", "value", "activityParams", "sessionParams", "parameters"}
+)
+
+
+def bounded_field(path: str, known: frozenset[str]) -> str:
+    """The metric label of a mismatching field: a path the node's mapping file emits, or below
+    one (`known.*`), or `<activity field>.*`, or `other` — a closed set whatever the upstreams
+    send (keys of `value` objects or SIP headers never become label values)."""
+    label = _INDEX.sub("[*]", path)
+    if label in known:
+        return label
+    for emitted in known:
+        if label.startswith((emitted + ".", emitted + "[")):
+            return emitted + ".*"
+    top = re.split(r"[.\[]", label, maxsplit=1)[0]
+    if top not in _ACTIVITY_FIELDS:
+        return "other"
+    return top if top == label else f"{top}.*"
+
+
+def record_metrics(
+    comparison: TurnComparison, metrics: Metrics, route: str, mappings: MappingSet | None = None
+) -> None:
     """Count each item in acvg_shadow_comparisons_total and each mismatching field (as a bounded
     label, once per activity) in acvg_shadow_field_mismatches_total."""
     for item in comparison.items:
         metrics.shadow_comparisons.labels(route=route, node=item.node, result=item.result).inc()
-        for label in dict.fromkeys(field_label(f) for f in item.fields):
+        mapping = mappings.get(item.node) if mappings is not None else None
+        if mapping is None:
+            labels = (field_label(f) for f in item.fields)
+        else:
+            labels = (bounded_field(f, mapping.emitted_paths) for f in item.fields)
+        for label in dict.fromkeys(labels):
             metrics.shadow_field_mismatches.labels(route=route, node=item.node, field=label).inc()

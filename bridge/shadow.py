@@ -196,7 +196,7 @@ class ShadowRunner:
                 primary_latency_s=primary_latency,
                 shadow_latency_s=shadow_latency,
             )
-            record_metrics(comparison, self._metrics, self._info.route_name)
+            record_metrics(comparison, self._metrics, self._info.route_name, self._mappings)
             if self._divergence is not None:
                 self._divergence.record(
                     self._info.route_name, self._info.conversation_id, turn, comparison

@@ -404,3 +404,17 @@ def test_never_raises_and_accounts_for_every_activity(
     assert sum(1 for i in c.items if i.shadow is not None) == len(shadow)
     metrics = Metrics()
     record_metrics(c, metrics, "r")
+
+
+def test_bounded_field_labels_stay_in_a_closed_set() -> None:
+    from bridge.compare import bounded_field
+
+    known = frozenset({"text", "activityParams.transferSipHeaders", "value"})
+    assert bounded_field("text", known) == "text"
+    assert bounded_field("activityParams.transferSipHeaders[3].value", known) == (
+        "activityParams.transferSipHeaders.*"
+    )
+    assert bounded_field("value.customer-7f3a9c", known) == "value.*"
+    assert bounded_field("sessionParams.anything", known) == "sessionParams.*"
+    assert bounded_field("weird.key", known) == "other"
+    assert bounded_field("name", known) == "name"
