@@ -1,7 +1,8 @@
 """The aiohttp application: typed app keys, the live-call registry and lifetimes.
 
 `create_app(config)` builds everything one gateway instance owns; background work (expiry of
-idle conversations, closing calls at shutdown) is started and stopped in `cleanup_ctx`.
+idle conversations, ending calls at shutdown) is started and stopped in `cleanup_ctx`. `drain`
+is the graceful stop: readiness fails, no new calls, calls in flight finish or end cleanly.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -20,16 +22,22 @@ from bridge.audiocodes.streaming import StreamingSession
 from bridge.config import Config, Route
 from bridge.divergence import DivergenceLog
 from bridge.legacy_path import LegacyPath
+from bridge.limits import CallCounter
 from bridge.mapping.engine import Engine
 from bridge.mapping.loader import load_mappings
 from bridge.metrics import Metrics
 from bridge.path import CallInfo, CallPath, PathName, PathSink, PathStartError
 from bridge.session import CallSession
 from bridge.shadow import drain_closing
-from bridge.vg_path import SocketOpener, VoiceGatewayPath, open_vg_socket
+from bridge.tls import build_ssl_context
+from bridge.transport.vg import socket_opener
+from bridge.vg_path import SocketOpener, VoiceGatewayPath
 
 log = logging.getLogger("bridge.app")
 EXPIRY_SCAN_S = 5.0
+# After the drain timeout, calls ended by the drain wait this long for VAIC to fetch the hangup
+# (an HTTP-mode call without push socket gets it in its next response) and hang up.
+HANGUP_GRACE_S = 5.0
 
 
 class CallRegistry:
@@ -37,6 +45,9 @@ class CallRegistry:
 
     def __init__(self) -> None:
         self._calls: dict[tuple[str, str], CallSession] = {}
+        self._empty = asyncio.Event()  # set while no call is registered (what a drain waits for)
+        self._empty.set()
+        self._per_route = CallCounter()
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -49,13 +60,31 @@ class CallRegistry:
         if key in self._calls:
             return False
         self._calls[key] = session
+        self._empty.clear()
+        self._per_route.add(session.route_name)
         return True
 
     def remove(self, session: CallSession) -> None:
-        self._calls.pop((session.route_name, session.conversation.conversation_id), None)
+        key = (session.route_name, session.conversation.conversation_id)
+        if self._calls.get(key) is session:
+            del self._calls[key]
+            self._per_route.remove(session.route_name)
+            if not self._calls:
+                self._empty.set()
+
+    def count(self, route: str) -> int:
+        """Live calls on `route` (what `max_calls` limits)."""
+        return self._per_route.count(route)
 
     def all(self) -> list[CallSession]:
         return list(self._calls.values())
+
+    async def until_empty(self, timeout_s: float) -> bool:
+        """Wait (bounded) until no call is registered; returns whether none is."""
+        if self._calls:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._empty.wait(), timeout_s)
+        return not self._calls
 
     async def expire(self, now: float) -> int:
         """End and drop calls idle longer than their conversation allows."""
@@ -95,6 +124,8 @@ class Gateway:
         )
         # WebSocket-mode calls by (route, conversation): what `session.resume` reattaches to.
         self.streams: dict[tuple[str, str], tuple[StreamingSession, CallSession]] = {}
+        # Set once by `drain`: readiness fails and new conversations are refused from then on.
+        self.draining = False
 
     def swap(self, config: Config, engine: Engine) -> None:
         """Atomically switch to a new config and mappings; calls in flight keep theirs."""
@@ -132,8 +163,49 @@ class Gateway:
         for key in [key for key in self.streams if self.calls.get(*key) is None]:
             del self.streams[key]
 
+    def forget(self, call: CallSession) -> None:
+        """Drop an ended call from the registry and from the WebSocket-mode streams."""
+        self.calls.remove(call)
+        key = (call.route_name, call.conversation.conversation_id)
+        held = self.streams.get(key)
+        if held is not None and held[1] is call:
+            del self.streams[key]
+
+    async def expire_idle(self, now: float) -> int:
+        """End and forget the conversations idle longer than they may be."""
+        expired = await self.calls.expire(now)
+        self.prune_streams()
+        return expired
+
+    async def drain(self, timeout_s: float, *, grace_s: float = HANGUP_GRACE_S) -> int:
+        """Stop taking calls; calls in flight get `timeout_s` to end on their own, then the
+        rest end cleanly (`CallSession.drain_end`) and VAIC gets `grace_s` to fetch their
+        hangup and hang up; whatever is left is closed. Returns how many calls the drain ended.
+        """
+        if not self.draining:
+            self.draining = True
+            log.info("draining: new conversations refused, %d call(s) in flight", len(self.calls))
+        await self.calls.until_empty(timeout_s)
+        remaining = self.calls.all()
+        if remaining:
+            log.info("drain: ending the %d call(s) still in flight", len(remaining))
+            ended = await asyncio.gather(
+                *(call.drain_end() for call in remaining), return_exceptions=True
+            )
+            for result in ended:
+                if isinstance(result, BaseException):
+                    log.error("ending a call at drain failed", exc_info=result)
+            await self.calls.until_empty(grace_s)
+        for call in self.calls.all():
+            self.forget(call)
+            await call.close()
+        self.prune_streams()
+        await drain_closing()
+        return len(remaining)
+
 
 GatewayKey = web.AppKey("gateway", Gateway)
+UpstreamSslKey = web.AppKey("upstream_ssl", ssl.SSLContext)
 
 
 def create_app(
@@ -141,12 +213,19 @@ def create_app(
     *,
     metrics: Metrics | None = None,
     engine: Engine | None = None,
-    opener: SocketOpener = open_vg_socket,
+    opener: SocketOpener | None = None,
     config_path: Path | None = None,
 ) -> web.Application:
-    """Build the gateway application for `config`."""
+    """Build the gateway application for `config`.
+
+    `opener` replaces how Voice Gateway sockets are opened (tests); by default they use the
+    upstream TLS context built from `config.tls` (ConfigError if its CA bundle is unusable).
+    """
     from bridge.transport.http import add_routes
 
+    upstream_ssl = build_ssl_context(config.tls)
+    if opener is None:
+        opener = socket_opener(upstream_ssl)
     if engine is None:
         engine = Engine(load_mappings(Path(config.mappings) if config.mappings else None))
     gateway = Gateway(
@@ -154,6 +233,7 @@ def create_app(
     )
     app = web.Application(client_max_size=config.max_body_bytes)
     app[GatewayKey] = gateway
+    app[UpstreamSslKey] = upstream_ssl
     add_routes(app)
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_expiry_loop)
@@ -162,10 +242,12 @@ def create_app(
 
 async def _http_client(app: web.Application) -> AsyncIterator[None]:
     gateway = app[GatewayKey]
-    # TLS to upstreams is verified (aiohttp's default); no cookies shared between calls.
+    # TLS to upstreams per `config.tls` (verified by default); no cookies shared between calls.
     gateway.http = aiohttp.ClientSession(
         cookie_jar=aiohttp.DummyCookieJar(),
-        connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30),
+        connector=aiohttp.TCPConnector(
+            limit=0, limit_per_host=0, keepalive_timeout=30, ssl=app[UpstreamSslKey]
+        ),
     )
     yield
     await gateway.http.close()
@@ -180,8 +262,7 @@ async def _expiry_loop(app: web.Application) -> AsyncIterator[None]:
         while True:
             await asyncio.sleep(EXPIRY_SCAN_S)
             try:
-                await gateway.calls.expire(loop.time())
-                gateway.prune_streams()
+                await gateway.expire_idle(loop.time())
             except Exception:
                 log.exception("expiry scan failed")
 
@@ -190,7 +271,5 @@ async def _expiry_loop(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    for call in gateway.calls.all():
-        gateway.calls.remove(call)
-        await call.close()
-    await drain_closing()
+    # Calls still live at shutdown (no drain, or a second signal) end cleanly all the same.
+    await gateway.drain(0, grace_s=0)

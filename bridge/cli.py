@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bridge.app import GatewayKey
+from bridge.app import Gateway, GatewayKey
 from bridge.config import Config, load_config, parse_listen
 from bridge.errors import ConfigError, MappingError
 from bridge.logs import configure_logging
@@ -36,8 +36,49 @@ def _serve(args: argparse.Namespace) -> int:
     app.on_startup.append(_reload_on_sighup)
     host, port = parse_listen(config.listen)
     print(f"acvg-bridge listening on http://{config.listen}", file=sys.stderr)
-    web.run_app(app, host=host, port=port, print=None, handle_signals=True)
+    asyncio.run(_run(app, host, port))
     return 0
+
+
+async def _run(app: web.Application, host: str, port: int) -> None:
+    """Serve until SIGTERM or SIGINT, drain, then clean up (the listener stays open while
+    draining: calls in flight keep reaching the bridge, and readiness answers 503)."""
+    # Server shutdown waits this long for requests still running after the drain.
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10.0)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        await _drain_on_signal(app[GatewayKey])
+    finally:
+        await runner.cleanup()
+
+
+async def _drain_on_signal(gateway: Gateway) -> None:
+    """Wait for SIGTERM/SIGINT, then drain; a second signal cuts the drain short (cleanup then
+    ends the calls left at once)."""
+    loop = asyncio.get_running_loop()
+    signalled = asyncio.Event()
+    stops = (signal.SIGTERM, signal.SIGINT)
+    for sig in stops:
+        loop.add_signal_handler(sig, signalled.set)
+    try:
+        await signalled.wait()
+        signalled.clear()
+        timeout = gateway.config.drain_timeout_s
+        logging.getLogger("bridge").info("stopping: draining for up to %.0f s", timeout)
+        drain = asyncio.create_task(gateway.drain(timeout))
+        again = asyncio.create_task(signalled.wait())
+        await asyncio.wait({drain, again}, return_when=asyncio.FIRST_COMPLETED)
+        if not drain.done():
+            logging.getLogger("bridge").info("stopping now: the calls left end at once")
+        for task in (drain, again):
+            task.cancel()
+        failed = (await asyncio.gather(drain, again, return_exceptions=True))[0]
+        if isinstance(failed, Exception):
+            logging.getLogger("bridge").error("drain failed", exc_info=failed)
+    finally:
+        for sig in stops:
+            loop.remove_signal_handler(sig)
 
 
 async def _reload_on_sighup(app: web.Application) -> None:

@@ -25,9 +25,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class VoiceGatewayReconnect(_Strict):
+    """Reconnecting a call's socket that dropped mid-call (the URL's `#rc=` can lower it)."""
+
+    max_retries: int = Field(default=5, ge=0, le=10)  # connection attempts per call; 0: none
+    initial_backoff_ms: int = Field(default=500, ge=10, le=10_000)  # doubles to 2 s, then +2 s
+
+
 class VoiceGatewayUpstream(_Strict):
     url: str
     connect_timeout_ms: int = Field(default=1500, ge=100, le=60_000)
+    reconnect: VoiceGatewayReconnect = Field(default_factory=VoiceGatewayReconnect)
 
     @field_validator("url")
     @classmethod
@@ -79,6 +87,13 @@ class Route(_Strict):
     unmapped: Literal["drop", "fail"] = "drop"
     sip_headers: dict[str, str] = Field(default_factory=dict)
     max_activities: int = Field(default=50, ge=1, le=10_000)
+    # Spoken (a `message` activity) before the hangup when the call cannot be served.
+    apology: str | None = Field(default=None, min_length=1)
+    # Live conversations on this route; a create beyond it is refused with 503 over_capacity.
+    max_calls: int = Field(default=1000, ge=1, le=1_000_000)
+    # Requests per conversation per second (token bucket, burst of one second's worth);
+    # beyond it HTTP answers 429 rate_limited and WebSocket mode drops the frame.
+    max_requests_per_second: int = Field(default=20, ge=1, le=10_000)
     voicegateway: VoiceGatewayUpstream | None = None
     legacy: LegacyUpstream | None = None
     migration: Migration = Field(default_factory=Migration)
@@ -134,13 +149,44 @@ class DivergenceLogSettings(_Strict):
     max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
 
 
+class TlsSettings(_Strict):
+    """TLS toward upstreams (legacy https://, Voice Gateway wss://)."""
+
+    ca_file: str | None = None  # PEM CA bundle; replaces the system trust store when set
+    verify: bool = True  # false: no certificate or host name checks (logged as insecure)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TlsSettings:
+        if self.ca_file is not None and not self.verify:
+            raise ValueError("ca_file is set but verify is false; drop one of them")
+        return self
+
+
+class ConsoleSettings(_Strict):
+    """Readiness verdict thresholds of the migration console (shown on the page)."""
+
+    min_samples: int = Field(default=20, ge=1)  # comparisons below this: "not enough data"
+    ready_match_rate: float = Field(default=0.99, ge=0, le=1)  # at or above: "ready"
+    review_match_rate: float = Field(default=0.95, ge=0, le=1)  # below: "needs review", flagged
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ConsoleSettings:
+        if self.review_match_rate > self.ready_match_rate:
+            raise ValueError("review_match_rate must not be above ready_match_rate")
+        return self
+
+
 class Config(_Strict):
     listen: str = "127.0.0.1:8080"
     public_url: str | None = None
     admin_token: str | None = None
     mappings: str | None = None
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # SIGTERM: calls in flight get this long to end on their own, then end cleanly.
+    drain_timeout_s: float = Field(default=30, ge=0, le=3600)
     divergence_log: DivergenceLogSettings = Field(default_factory=DivergenceLogSettings)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     routes: dict[str, Route]
 
     @field_validator("listen")
@@ -206,10 +252,14 @@ def parse_config(
         raise ConfigError(
             where, f"invalid YAML: {getattr(exc, 'problem', exc)}", file=file
         ) from None
+    except RecursionError:
+        raise ConfigError("(document)", "nested too deeply", file=file) from None
     if not isinstance(raw, dict):
         raise ConfigError("(document)", "must be a mapping with a `routes` key", file=file)
     try:
         return Config.model_validate(raw)
+    except RecursionError:
+        raise ConfigError("(document)", "nested too deeply", file=file) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         path = ".".join(str(part) for part in first["loc"]) or "(document)"

@@ -193,6 +193,26 @@ class CallSession:
         """The conversation idled out: end the upstreams as the caller hanging up would."""
         await self.end_by_caller(None, "conversation expired", ended_by="expired")
 
+    async def drain_end(self, reason: str = "service shutting down") -> None:
+        """The gateway drains and this call outlived the drain timeout: a hangup to VAIC (the
+        push channel or an open response now, else the next response), the upstreams ended as
+        the gateway hanging up would (VG `call:status` completed, legacy disconnect)."""
+        if self._starting:  # let the path choice finish, or the call's gauge would never drop
+            async with self._turn_lock:
+                pass
+        if self._closed:
+            return
+        if self._primary is not None or self.path is None:  # else its failed start hung up
+            hangup = {"type": "event", "name": "hangup", "activityParams": {"hangupReason": reason}}
+            self.emit([ac.stamp(hangup, datetime.now(UTC))])
+        self._outbox.call_ended()
+        await self.settle()
+        if self._primary is not None:
+            await self._primary.end(None, reason)
+        if self._shadow is not None:
+            self._shadow.submit_end(None, reason)
+        self._finish("drained")
+
     async def close(self) -> None:
         """Release the upstreams, the push channel and timers (after the call ended)."""
         self._finish("other")
@@ -202,7 +222,8 @@ class CallSession:
         if self._primary is not None:
             await self._primary.close()
         if self._shadow is not None:
-            close_in_background(self._shadow)
+            shadow, self._shadow = self._shadow, None
+            close_in_background(shadow)
 
     # ---- caller input → the paths ------------------------------------------------------
 
@@ -255,6 +276,11 @@ class CallSession:
         self.path = path
         self._metrics.routing_decisions.labels(self.route_name, path, reason).inc()
         self._metrics.calls_started.labels(self.route_name, path, "primary").inc()
+        if self._closed:  # VAIC hung up (or the call expired) while the path was being chosen
+            self._metrics.calls_ended.labels(self.route_name, path, "primary", "other").inc()
+            if self._primary is not None:
+                await self._primary.end(None, "caller left during call setup")
+            return
         self._metrics.calls_active.labels(self.route_name, path, "primary").inc()
         if not started:
             self._fail(f"{path} unavailable")
@@ -324,9 +350,18 @@ class CallSession:
             self._timer.arm(self._outbox.deadline())
 
     def _fail(self, reason: str) -> None:
-        """End the call cleanly toward VAIC: a hangup activity, then no more outputs."""
-        hangup = {"type": "event", "name": "hangup", "activityParams": {"hangupReason": reason}}
-        self.emit([ac.stamp(hangup, datetime.now(UTC))])
+        """End the call cleanly toward VAIC: the route's apology if it has one, a hangup
+        activity, then no more outputs."""
+        at = datetime.now(UTC)
+        hangup: dict[str, object] = {
+            "type": "event",
+            "name": "hangup",
+            "activityParams": {"hangupReason": reason},
+        }
+        apology: list[dict[str, object]] = (
+            [{"type": "message", "text": self.route.apology}] if self.route.apology else []
+        )
+        self.emit([ac.stamp(activity, at) for activity in [*apology, hangup]])
         self._outbox.call_ended()
 
     def _finish(self, reason: str) -> None:

@@ -3,6 +3,12 @@
 Drives `voicegateway.CallProtocol` over one jambonz WebSocket, translates caller activities to
 hook payloads and executed verbs to AudioCodes activities through the mapping engine, and
 reports the activities to its sink. Owns the socket, its reader task and the ack timer.
+
+Socket faults, as Voice Gateway handles them (voicegateway-ws.md §1.6): a close with a code other
+than 1000 (or a dropped connection) is followed by reconnecting to the same URL with backoff
+(500 ms doubling to 2 s, then +2 s), at most min(`#rc=`, `reconnect.max_retries`) attempts per
+call, and `session:reconnect`; when that fails the call ends cleanly (`sink.fail`). A close with
+1000 is graceful: the call goes on with the verbs it has and hangs up when they run out.
 """
 
 from __future__ import annotations
@@ -18,7 +24,14 @@ from bridge.audiocodes.conversation import InputKind, classify
 from bridge.mapping.engine import Engine, Translation
 from bridge.path import TURN_ENDING_VERBS, CallInfo, PathName, PathSink, PathStartError
 from bridge.timer import DeadlineTimer
-from bridge.transport.vg import UpstreamConnectError, VoiceGatewaySocket, open_socket
+from bridge.transport.vg import (
+    UpstreamConnectError,
+    VoiceGatewaySocket,
+    next_backoff,
+    open_socket,
+    reconnect_options,
+    should_retry,
+)
 from bridge.voicegateway import events as vge
 from bridge.voicegateway.protocol import CallProtocol
 from bridge.voicegateway.wire import HookKind
@@ -73,6 +86,15 @@ class VoiceGatewayPath:
         self._open = False
         self._unmapped_logged: set[str] = set()
         self._rejected = 0
+        upstream = info.route.voicegateway
+        self._url = upstream.url if upstream is not None else ""
+        self._options = reconnect_options(self._url)
+        self._reconnects_left = 0
+        if upstream is not None:
+            self._reconnects_left = min(
+                self._options.max_reconnects, upstream.reconnect.max_retries
+            )
+            self._backoff_s = upstream.reconnect.initial_backoff_ms / 1000
         self.log = logging.LoggerAdapter(
             log,
             {
@@ -96,7 +118,7 @@ class VoiceGatewayPath:
             raise PathStartError(exc.kind, exc.detail) from exc
         self._open = True
         self._protocol.start(dict(translation.outputs[0]), self._loop.time())
-        self._reader = asyncio.create_task(self._read_frames(self._socket))
+        self._reader = asyncio.create_task(self._serve(self._socket))
         await self._after_protocol()
         await asyncio.shield(self._accepted)  # raises PathStartError if the app never took it
         await self.forward(activities[1:])
@@ -158,19 +180,64 @@ class VoiceGatewayPath:
 
     # ---- Voice Gateway side --------------------------------------------------------------
 
-    async def _read_frames(self, socket: VoiceGatewaySocket) -> None:
-        while True:
-            frame = await socket.receive()
-            if frame is None:
-                break
-            self._protocol.receive_text(frame, self._loop.time())
+    async def _serve(self, socket: VoiceGatewaySocket | None) -> None:
+        """Read the socket; when it closes under the call, reconnect or end the call."""
+        while socket is not None:
+            while (frame := await socket.receive()) is not None:
+                self._protocol.receive_text(frame, self._loop.time())
+                await self._after_protocol()
+            socket = await self._after_close(socket)
+
+    async def _after_close(self, socket: VoiceGatewaySocket) -> VoiceGatewaySocket | None:
+        """The app's side closed `socket`; returns the socket that replaces it, if any."""
+        if not self._open or self._socket is not socket:
+            return None  # the bridge closed it
+        self._socket = None
+        if socket.close_code == 1000:
+            self.log.info("voice gateway app closed the socket; the call ends with its verbs")
+            self._protocol.closed_gracefully(self._loop.time())
             await self._after_protocol()
-        if self._open:
-            self._open = False
-            self._count_error("closed")
-            self.log.warning("voice gateway closed the socket mid-call")
-            self._lost("voice gateway connection lost")
-            await self._sink.settle()
+            return None
+        self._count_error("closed")
+        self.log.warning("voice gateway socket dropped (close code %s)", socket.close_code)
+        self._protocol.connection_lost(self._loop.time())
+        await self._after_protocol()
+        replacement = await self._reconnect()
+        if replacement is None:
+            if self._open:
+                if self._accepted.done():  # before that, the failed start is counted
+                    self._count_error("reconnect_failed")
+                self._lost("voice gateway connection lost", kind="reconnect_failed")
+                await self._after_protocol()
+            return None
+        self._socket = replacement
+        self._protocol.reconnected(self._loop.time())
+        await self._after_protocol()
+        return replacement
+
+    async def _reconnect(self) -> VoiceGatewaySocket | None:
+        """Connect again to the same URL with backoff, within the call's attempt budget."""
+        upstream = self._route.voicegateway
+        assert upstream is not None
+        while self._open and self._reconnects_left > 0:
+            self._reconnects_left -= 1
+            delay, self._backoff_s = self._backoff_s, next_backoff(self._backoff_s)
+            await asyncio.sleep(delay)
+            if not self._open:
+                return None
+            try:
+                socket = await self._opener(self._url, upstream.connect_timeout_ms / 1000)
+            except UpstreamConnectError as exc:
+                self.log.warning("reconnecting to the voice gateway failed (%s)", exc.kind)
+                if not should_retry(exc, self._options):
+                    return None
+                continue
+            if not self._open:  # the call ended while connecting
+                await socket.close(1000)
+                return None
+            self.log.info("reconnected to the voice gateway")
+            return socket
+        return None
 
     async def _after_protocol(self) -> None:
         """Apply what the jambonz side produced, send its messages, re-arm the ack timer."""
@@ -183,10 +250,11 @@ class VoiceGatewayPath:
         await self._send_pending()
         self._timer.arm(self._protocol.next_deadline())
         await self._sink.settle()
-        if close_code is not None and self._socket is not None:
+        if close_code is not None and self._open:
             self._open = False
             socket, self._socket = self._socket, None
-            await socket.close(close_code)
+            if socket is not None:
+                await socket.close(close_code)
             if not self._accepted.done():
                 self._lost("voice gateway refused the call")
 
@@ -202,6 +270,9 @@ class VoiceGatewayPath:
             self._metrics.vg_ack_timeouts.labels(self._info.route_name).inc()
             if event.message_type == "session:new":
                 self._lost("voice gateway did not answer the call", kind="ack_timeout")
+            elif event.message_type == "session:reconnect":
+                self._count_error("reconnect_ack_timeout")
+                self._lost("voice gateway did not take the reconnect", kind="ack_timeout")
         elif isinstance(event, vge.CloseRequested):
             return event.code
         elif isinstance(event, vge.FrameRejected):

@@ -56,6 +56,7 @@ REASONS = {
         "other",
         "ended",
         "dropped",
+        "drained",
     },
     "acvg_rejected_requests_total": {
         "auth",
@@ -74,12 +75,16 @@ REASONS = {
         "admin_disabled",
         "no_config_file",
         "invalid_config",
+        "draining",
+        "over_capacity",
+        "rate_limited",
+        "internal",
     },
 }
 KINDS = re.compile(
     r"(start_|refresh_)?(timeout|connect|bad_url|handshake|not_ready|bad_response|retries"
     r"|push_socket|bad_push|closed|bad_frame|ack_timeout|refused|translation|queue_full"
-    r"|shadow_error|http_[1-9]xx)"
+    r"|shadow_error|bad_frames|tls|http_[1-9]xx)"
 )
 # Routes the bridge counts requests for no configured route under.
 SYNTHETIC_ROUTES = {"_unknown", "_admin"}

@@ -1007,3 +1007,194 @@ def test_arbitrary_json_never_raises(messages: list[Any], accepted: bool) -> Non
         if isinstance(event, VerbExecuted):
             assert isinstance(event.verb["verb"], str)
     assert_all_sent_well_formed(proto)
+
+
+# ---------------------------------------------------------------- socket dropped / reconnect
+
+
+def test_reconnect_resends_session_new_data_with_a_new_msgid_ack_required() -> None:
+    proto = started([GATHER])
+    proto.connection_lost(T0 + 1)
+    assert proto.messages_to_send() == []
+    msgid = proto.reconnected(T0 + 1.5)
+    [reconnect] = proto.messages_to_send()
+    assert_envelope(reconnect, "session:reconnect")
+    assert reconnect["msgid"] == msgid == "m3"  # m1 session:new, m2 call:status in-progress
+    assert reconnect["data"] == session_new_data() == proto.session_new_data
+    assert_valid_callback("session-new", reconnect["data"])
+    assert proto.awaiting_ack
+    assert proto.next_deadline() == T0 + 1.5 + ACK_TIMEOUT_S
+    ack(proto, reconnect["msgid"], [], now=T0 + 2)
+    assert not proto.awaiting_ack
+    assert proto.messages_to_send() == []
+    assert proto.accepted
+
+
+def test_messages_produced_while_disconnected_wait_for_the_reconnect_ack() -> None:
+    proto = started([GATHER])
+    proto.connection_lost(T0 + 1)
+    proto.events_received()
+    assert proto.send_input(HookKind.INPUT, SPEECH_RESULT, T0 + 2)
+    proto.send_call_status("in-progress", None, T0 + 2)
+    assert proto.messages_to_send() == []
+    assert proto.awaiting_ack
+    assert proto.next_deadline() is None  # a held hook's budget has not started
+    proto.tick(T0 + 60)
+    assert proto.events_received() == []
+    proto.reconnected(T0 + 60)
+    [reconnect] = proto.messages_to_send()
+    assert reconnect["type"] == "session:reconnect"
+    assert proto.next_deadline() == T0 + 60 + ACK_TIMEOUT_S
+    ack(proto, reconnect["msgid"], None, now=T0 + 61)
+    hook, status = proto.messages_to_send()
+    assert (hook["type"], hook["hook"], status["type"]) == ("verb:hook", "voice", "call:status")
+    assert hook["data"]["speech"] == SPEECH_RESULT["speech"]
+    assert proto.next_deadline() == T0 + 61 + ACK_TIMEOUT_S  # the budget starts when sent
+    ack(proto, hook["msgid"], [say("answer")], now=T0 + 62)
+    assert texts(proto.events_received()) == ["answer"]
+
+
+def test_verbs_in_a_reconnect_ack_are_ignored() -> None:
+    proto = started([say("hello"), GATHER])
+    proto.connection_lost(T0 + 1)
+    proto.reconnected(T0 + 2)
+    [reconnect] = proto.messages_to_send()
+    proto.events_received()
+    ack(proto, reconnect["msgid"], [say("hello again"), {"verb": "hangup"}], now=T0 + 2)
+    assert proto.events_received() == []
+    assert not proto.hung_up
+    assert proto.pending_hook(HookKind.INPUT) == "voice"  # the gather still waits for input
+
+
+def test_hook_in_flight_when_the_socket_drops_is_abandoned_and_the_stack_carries_on() -> None:
+    proto = started([GATHER, say("after the gather")])
+    proto.send_input(HookKind.INPUT, SPEECH_RESULT, T0 + 1)
+    [hook] = proto.messages_to_send()
+    proto.connection_lost(T0 + 2)
+    events = proto.events_received()
+    assert texts(events) == ["after the gather"]
+    assert isinstance(events[-1], StackIdle)
+    assert not proto.awaiting_ack
+    proto.reconnected(T0 + 3)
+    [reconnect] = proto.messages_to_send()
+    ack(proto, hook["msgid"], [say("late ack on the new socket")], now=T0 + 3)
+    assert proto.events_received() == []  # the abandoned hook's ack is unknown now
+    ack(proto, reconnect["msgid"], None, now=T0 + 3)
+    assert proto.messages_to_send() == []
+
+
+def test_reconnect_before_session_ack_rekeys_the_pending_ack() -> None:
+    proto = make_protocol()
+    proto.start(session_new_data(), T0)
+    [new] = proto.messages_to_send()
+    proto.connection_lost(T0 + 1)
+    msgid = proto.reconnected(T0 + 2)
+    [reconnect] = proto.messages_to_send()
+    assert reconnect["msgid"] == msgid != new["msgid"]
+    assert reconnect["data"] == new["data"]
+    assert proto.next_deadline() == T0 + ACK_TIMEOUT_S  # the original budget keeps running
+    ack(proto, new["msgid"], [say("to the old msgid")], now=T0 + 2.5)
+    assert proto.events_received() == []
+    assert not proto.accepted
+    ack(proto, reconnect["msgid"], [say("welcome"), GATHER], now=T0 + 3)
+    events = proto.events_received()
+    assert events[0] == SessionAccepted(3.0)
+    assert texts(events) == ["welcome", "gather"]
+    [status] = proto.messages_to_send()
+    assert status["data"]["call_status"] == "in-progress"
+
+
+def test_reconnect_before_session_ack_still_times_out_on_the_original_budget() -> None:
+    proto = make_protocol()
+    proto.start(session_new_data(), T0)
+    proto.messages_to_send()
+    proto.connection_lost(T0 + 1)
+    proto.reconnected(T0 + 2)
+    [reconnect] = proto.messages_to_send()
+    proto.connection_lost(T0 + 3)  # dropped again before any ack
+    proto.reconnected(T0 + 4)
+    [again] = proto.messages_to_send()
+    assert again["msgid"] != reconnect["msgid"]
+    proto.tick(T0 + ACK_TIMEOUT_S)
+    assert proto.events_received() == [
+        AckTimedOut("session:new", again["msgid"]),
+        CloseRequested(1001),
+    ]
+    assert proto.ended
+
+
+def test_reconnect_never_acked_drops_held_messages() -> None:
+    proto = started([GATHER])
+    proto.connection_lost(T0 + 1)
+    proto.reconnected(T0 + 2)
+    [reconnect] = proto.messages_to_send()
+    proto.send_input(HookKind.INPUT, SPEECH_RESULT, T0 + 3)
+    proto.tick(T0 + 2 + ACK_TIMEOUT_S)
+    events = proto.events_received()
+    assert events[0] == AckTimedOut("session:reconnect", reconnect["msgid"])
+    assert not proto.awaiting_ack
+    assert proto.messages_to_send() == []
+    proto.end("jambonz", T0 + 8)  # the driver ends the call; this goes out directly
+    [status] = proto.messages_to_send()
+    assert status["data"]["call_status"] == "completed"
+
+
+def test_end_while_disconnected_hands_out_what_was_held() -> None:
+    proto = started([GATHER])
+    proto.connection_lost(T0 + 1)
+    proto.send_input(HookKind.INPUT, DTMF_RESULT, T0 + 2)
+    proto.end("caller", T0 + 3)
+    hook, status = proto.messages_to_send()
+    assert (hook["type"], status["type"]) == ("verb:hook", "call:status")
+    assert proto.events_received()[-1] == CloseRequested(1000)
+    assert proto.next_deadline() is None
+
+
+def test_reconnect_without_a_lost_connection_does_nothing() -> None:
+    proto = make_protocol()
+    assert proto.reconnected(T0) is None
+    proto.connection_lost(T0)  # before start: nothing to keep
+    assert proto.reconnected(T0) is None
+    proto = started([GATHER])
+    assert proto.reconnected(T0) is None
+    assert proto.messages_to_send() == []
+
+
+# ---------------------------------------------------------------- app closed with 1000
+
+
+def test_graceful_close_while_idle_hangs_up_at_once() -> None:
+    proto = started([say("hello")])
+    proto.closed_gracefully(T0 + 1)
+    events = proto.events_received()
+    assert texts(events) == ["hangup"]
+    assert proto.hung_up
+    proto.end("jambonz", T0 + 1)
+    assert proto.messages_to_send() == []  # frames after a graceful close are dropped
+    assert proto.events_received() == [CloseRequested(1000)]
+
+
+def test_graceful_close_finishes_the_stack_then_hangs_up() -> None:
+    proto = started([GATHER, say("goodbye")])
+    proto.send_input(HookKind.INPUT, SPEECH_RESULT, T0 + 1)
+    assert [m["type"] for m in proto.messages_to_send()] == ["verb:hook"]
+    proto.closed_gracefully(T0 + 2)  # the hook in flight completes empty
+    assert texts(proto.events_received()) == ["goodbye", "hangup"]
+    proto = started([say("hi"), GATHER, say("goodbye")])
+    proto.closed_gracefully(T0 + 1)
+    assert proto.events_received() == []  # the gather still waits for the caller
+    assert not proto.send_input(HookKind.INPUT, SPEECH_RESULT, T0 + 2)  # not reported ...
+    assert texts(proto.events_received()) == ["goodbye", "hangup"]  # ... but completes it
+    assert proto.messages_to_send() == []
+    assert not proto.awaiting_ack
+
+
+def test_graceful_close_before_session_ack_rejects_the_call() -> None:
+    proto = make_protocol()
+    proto.start(session_new_data(), T0)
+    proto.messages_to_send()
+    proto.closed_gracefully(T0 + 1)
+    assert proto.events_received() == [CloseRequested(1001)]
+    assert proto.ended
+    proto.connection_lost(T0 + 2)
+    assert proto.reconnected(T0 + 2) is None

@@ -125,7 +125,18 @@ def parse_create(body: object) -> str:
         raise _bad("conversation: must be a non-empty string")
     if len(conversation) > MAX_ID_LENGTH:
         raise _bad(f"conversation: longer than {MAX_ID_LENGTH} characters")
+    if not _encodable(conversation):
+        # the id goes into the URLs of the create response (UTF-8, percent-encoded)
+        raise _bad("conversation: must be valid Unicode text (no lone surrogates)")
     return conversation
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates, from "\ud800" escapes in the JSON body
+        return False
+    return True
 
 
 def _validate_activity(index: int, activity: object) -> dict[str, object]:

@@ -35,10 +35,10 @@ Decisions (the spec leaves them open):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 
+from bridge import jsontext
 from bridge.audiocodes.conversation import IDLE_FACTOR, MAX_ID_LENGTH, Conversation
 from bridge.audiocodes.events import (
     ActivitiesReceived,
@@ -191,7 +191,7 @@ def activities_message(
 def _decode(frame: str | bytes) -> object:
     """The JSON value of a frame; raises ValueError (incl. UnicodeDecodeError) if it is none."""
     text = frame.decode("utf-8") if isinstance(frame, bytes) else frame
-    return json.loads(text)
+    return jsontext.loads(text)
 
 
 def _valid_id(value: object) -> str | None:

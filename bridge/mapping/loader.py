@@ -214,11 +214,15 @@ def _load(directory: Path | None) -> tuple[MappingSet, list[MappingError]]:
         return MappingSet((), base), [MappingError(str(base), "(dir)", "no mapping files")]
     compiled: list[CompiledMapping] = []
     for path in paths:
-        model, parse_errors = _parse(path)
-        errors.extend(parse_errors)
-        if model is None:
+        try:
+            model, parse_errors = _parse(path)
+            errors.extend(parse_errors)
+            if model is None:
+                continue
+            mapping, compile_errors = compile_mapping(model, str(path))
+        except RecursionError:  # YAML nested beyond what the loader and compiler can walk
+            errors.append(MappingError(str(path), "(file)", "nested too deeply"))
             continue
-        mapping, compile_errors = compile_mapping(model, str(path))
         errors.extend(compile_errors)
         if mapping is not None:
             compiled.append(mapping)

@@ -6,6 +6,7 @@ status and a counter; never lets one request's failure touch another call.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -14,11 +15,14 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge import jsontext
 from bridge.app import Gateway, GatewayKey
 from bridge.audiocodes import wire as ac
 from bridge.audiocodes.conversation import parse_create
 from bridge.config import Route
+from bridge.console import add_console_routes
 from bridge.errors import AudioCodesProtocolError
+from bridge.limits import RateLimiter
 from bridge.session import CallSession
 from bridge.transport.admin import add_admin_routes
 from bridge.transport.vaic_ws import vaic_socket
@@ -28,11 +32,17 @@ UNKNOWN_ROUTE = "_unknown"
 JSON_DUMPS = json.dumps
 
 Handler = Callable[[web.Request, Gateway, str, Route], Awaitable[web.StreamResponse]]
+# Per-conversation request buckets of HTTP mode, keyed (route, conversation id).
+RequestRatesKey = web.AppKey("request_rates", RateLimiter)
+# Statuses a client should retry after a short wait.
+_RETRY_AFTER = {429: "1", 503: "1"}
 
 
 def error_response(status: int, reason: str, message: str) -> web.Response:
     """The JSON error body every rejection uses: a bounded code and a readable message."""
-    return web.json_response({"error": reason, "message": message}, status=status)
+    retry_after = _RETRY_AFTER.get(status)
+    headers = {"Retry-After": retry_after} if retry_after else None
+    return web.json_response({"error": reason, "message": message}, status=status, headers=headers)
 
 
 def _authorized(request: web.Request, token: str) -> bool:
@@ -66,6 +76,9 @@ def _route_handler(handler: Handler) -> Callable[[web.Request], Awaitable[web.St
             rejected.labels(name, "too_large").inc()
             limit = gateway.config.max_body_bytes
             return error_response(413, "too_large", f"request body exceeds {limit} bytes")
+        except web.HTTPClientError as exc:  # e.g. an `Upgrade: websocket` that is no handshake
+            rejected.labels(name, "bad_request").inc()
+            return error_response(exc.status, "bad_request", exc.text or exc.reason)
         except Exception:
             log.exception("request failed on route %s", name)
             rejected.labels(name, "internal").inc()
@@ -75,12 +88,15 @@ def _route_handler(handler: Handler) -> Callable[[web.Request], Awaitable[web.St
 
 
 async def _json_body(request: web.Request) -> Any:
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except web.RequestPayloadError as exc:  # e.g. a Content-Encoding the body does not match
+        raise AudioCodesProtocolError(f"body could not be read: {exc.__cause__ or exc}") from None
     if not raw:
         return {}
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return jsontext.loads(raw)
+    except ValueError as exc:
         raise AudioCodesProtocolError(f"body is not valid JSON: {exc}") from None
 
 
@@ -89,6 +105,35 @@ def _session(gateway: Gateway, route: str, request: web.Request) -> CallSession:
     if session is None:
         raise AudioCodesProtocolError("unknown conversation", status=404, reason="not_found")
     return session
+
+
+def _rate_limited_session(
+    gateway: Gateway, name: str, route: Route, request: web.Request
+) -> CallSession:
+    """`_session`, after charging the request to the conversation's `max_requests_per_second`.
+
+    Only live conversations get a bucket, so unknown ids cannot grow the limiter.
+    """
+    session = _session(gateway, name, request)
+    rate = route.max_requests_per_second
+    key = (name, session.conversation.conversation_id)
+    now = asyncio.get_running_loop().time()
+    if not request.app[RequestRatesKey].allow(key, rate, rate, now):
+        raise AudioCodesProtocolError(
+            f"more than {rate} requests per second on this conversation",
+            status=429,
+            reason="rate_limited",
+        )
+    return session
+
+
+def _check_capacity(gateway: Gateway, name: str, route: Route) -> None:
+    if gateway.calls.count(name) >= route.max_calls:
+        raise AudioCodesProtocolError(
+            f"route is at its limit of {route.max_calls} concurrent calls; retry later",
+            status=503,
+            reason="over_capacity",
+        )
 
 
 async def probe(
@@ -100,7 +145,11 @@ async def probe(
 
 
 async def create(request: web.Request, gateway: Gateway, name: str, route: Route) -> web.Response:
+    if gateway.draining:
+        raise AudioCodesProtocolError("the gateway is shutting down", status=503, reason="draining")
     conversation_id = parse_create(await _json_body(request))
+    if gateway.calls.get(name, conversation_id) is None:  # a duplicate is a 409, not a 503
+        _check_capacity(gateway, name, route)
     session = gateway.new_call(name, route, conversation_id)
     if not gateway.calls.add(session):
         raise AudioCodesProtocolError("conversation already exists", status=409, reason="conflict")
@@ -113,13 +162,13 @@ async def create(request: web.Request, gateway: Gateway, name: str, route: Route
 async def activities(
     request: web.Request, gateway: Gateway, name: str, route: Route
 ) -> web.Response:
-    session = _session(gateway, name, request)
+    session = _rate_limited_session(gateway, name, route, request)
     body = await _json_body(request)
     return web.json_response(await session.receive_activities(body), dumps=JSON_DUMPS)
 
 
 async def refresh(request: web.Request, gateway: Gateway, name: str, route: Route) -> web.Response:
-    session = _session(gateway, name, request)
+    session = _rate_limited_session(gateway, name, route, request)
     return web.json_response(session.receive_refresh(await _json_body(request)))
 
 
@@ -159,7 +208,7 @@ class PushSocket:
 async def push_socket(
     request: web.Request, gateway: Gateway, name: str, route: Route
 ) -> web.StreamResponse:
-    session = _session(gateway, name, request)
+    session = _rate_limited_session(gateway, name, route, request)
     ws = web.WebSocketResponse(autoping=True)
     await ws.prepare(request)
     channel = PushSocket(ws, session.conversation.conversation_id)
@@ -183,6 +232,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     gateway = request.app[GatewayKey]
+    if gateway.draining:
+        return web.json_response({"status": "draining", "calls": len(gateway.calls)}, status=503)
     return web.json_response({"status": "ready", "calls": len(gateway.calls)})
 
 
@@ -204,8 +255,10 @@ async def json_errors(
 
 
 def add_routes(app: web.Application) -> None:
+    app[RequestRatesKey] = RateLimiter()
     app.middlewares.append(json_errors)
     add_admin_routes(app)
+    add_console_routes(app)
     conv = "/ac/{route}/conversation/{conversation}"
     app.add_routes(
         [

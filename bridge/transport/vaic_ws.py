@@ -21,10 +21,13 @@ from bridge.audiocodes.events import (
     SessionInitiated,
 )
 from bridge.audiocodes.streaming import StreamingSession, parse_resume
+from bridge.audiocodes.wire import VaicStreamMessage
 from bridge.config import Route
+from bridge.limits import TokenBucket
 from bridge.session import CallSession
 
 log = logging.getLogger("bridge.vaic_ws")
+OVER_CAPACITY = "over capacity: the bot cannot take more calls now"
 
 
 class VaicSocket:
@@ -70,12 +73,19 @@ class StreamingCall:
         self._stream: StreamingSession | None = None
         self._call: CallSession | None = None
         self._turns: set[asyncio.Task[None]] = set()
+        rate = route.max_requests_per_second
+        # One socket carries one conversation: its frames share one bucket.
+        self._rate = TokenBucket(rate, rate, self._loop.time())
+        self._rate_limited = 0
 
     async def serve(self, ws: web.WebSocketResponse) -> None:
         channel: VaicSocket | None = None
         try:
             async for msg in ws:
                 if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    continue
+                if not self._rate.take(self._loop.time()) and not _ends_session(msg.data):
+                    self._drop_rate_limited()
                     continue
                 if channel is None:  # first frame: a new conversation, or a resume
                     stream = self._open(msg.data)
@@ -96,6 +106,18 @@ class StreamingCall:
             if self._call is not None and channel is not None:
                 self._call.detach_push(channel)
             # Turn tasks run on: the caller's input was received and must reach the flow.
+
+    def _drop_rate_limited(self) -> None:
+        """Over `max_requests_per_second`: the frame is dropped, counted, and the call goes on
+        (no `session.error`: VAIC ends a session on it)."""
+        self._gateway.metrics.rejected_requests.labels(self._route_name, "rate_limited").inc()
+        self._rate_limited += 1
+        if self._rate_limited == 1:
+            log.warning(
+                "VAIC socket on route %s over %d messages per second; dropping the excess",
+                self._route_name,
+                self._route.max_requests_per_second,
+            )
 
     def _open(self, frame: str | bytes) -> StreamingSession:
         conversation_id = parse_resume(frame)
@@ -129,9 +151,17 @@ class StreamingCall:
     async def _initiate(
         self, stream: StreamingSession, channel: VaicSocket, event: SessionInitiated
     ) -> None:
+        if self._gateway.draining:
+            self._gateway.metrics.rejected_requests.labels(self._route_name, "draining").inc()
+            stream.refuse("draining: the gateway is shutting down", self._loop.time())
+            return
         key = (self._route_name, event.conversation_id)
         if self._gateway.calls.get(*key) is not None:
             stream.refuse("conversation already exists", self._loop.time())
+            return
+        if self._gateway.calls.count(self._route_name) >= self._route.max_calls:
+            self._gateway.metrics.rejected_requests.labels(self._route_name, "over_capacity").inc()
+            stream.refuse(OVER_CAPACITY, self._loop.time())
             return
         assert stream.conversation is not None
         call = self._gateway.new_call(
@@ -162,6 +192,15 @@ class StreamingCall:
     def _forget(self, call: CallSession) -> None:
         self._gateway.calls.remove(call)
         self._gateway.streams.pop((call.route_name, call.conversation.conversation_id), None)
+
+
+def _ends_session(frame: str | bytes) -> bool:
+    """`session.end` is never rate limited: dropping it would leave the call up."""
+    try:
+        message = json.loads(frame)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(message, dict) and message.get("type") == VaicStreamMessage.SESSION_END
 
 
 async def vaic_socket(

@@ -21,18 +21,31 @@ Decisions where the bridge differs from, or had to pick within, feature-server b
   background gather after its first result unless `sticky`).
 - `call:status` in-progress is sent right after the `session:new` ack (design.md §3.1);
   no separate `trying` status is sent (the `session:new` data already carries it).
+- Socket dropped (close code other than 1000), as feature-server's ws-requestor does: hooks in
+  flight are abandoned (their verb completes as after an empty ack); `reconnected()` sends
+  `session:reconnect` with the `session:new` data and a new msgid; frames produced meanwhile are
+  held until its ack (their ack budgets start when they are sent); a reconnect before the
+  `session:new` ack re-keys that ack to the new msgid. Verbs in a `session:reconnect` ack are
+  ignored (feature-server drops them); no ack within ACK_TIMEOUT_S: `AckTimedOut`, held frames
+  are dropped and the driver ends the call (feature-server hangs up).
+- App closed with 1000 (`closed_gracefully()`): every later frame is dropped, the remaining
+  stack runs (a blocking verb completes on its next result, which is not reported), and a
+  `hangup` runs when the stack is empty. Before the `session:new` ack it rejects the call at once
+  (feature-server would wait for the ack timeout).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Any
 
+from bridge import jsontext
 from bridge.errors import VoiceGatewayProtocolError
 from bridge.voicegateway.events import (
     AckTimedOut,
@@ -148,6 +161,10 @@ class CallProtocol:
         self._play_hook: str | None = None
         self._idle = False
         self._hung_up = False
+        self._held: list[dict[str, Any]] | None = None  # frames waiting for a reconnect ack
+        self._disconnected = False
+        self._reconnect_msgid: str | None = None
+        self._graceful = False  # the app closed with 1000: frames are dropped
 
     # ----------------------------------------------------------------- outputs
 
@@ -206,9 +223,10 @@ class CallProtocol:
 
     def next_deadline(self) -> float | None:
         """The earliest ack deadline, for the driver's timer; None when nothing waits."""
-        if self._phase is _Phase.ENDED or not self._pending:
+        deadlines = [p.deadline for p in self._pending.values() if p.deadline != math.inf]
+        if self._phase is _Phase.ENDED or not deadlines:
             return None
-        return min(p.deadline for p in self._pending.values())
+        return min(deadlines)
 
     # ------------------------------------------------------------------ inputs
 
@@ -241,7 +259,7 @@ class CallProtocol:
         try:
             if isinstance(text, bytes):
                 text = text.decode("utf-8")
-            msg = json.loads(text)
+            msg = jsontext.loads(text)
         except (ValueError, RecursionError) as exc:
             self._reject_frame(f"invalid JSON: {type(exc).__name__}", raw)
             return
@@ -271,6 +289,12 @@ class CallProtocol:
         if self._phase is not _Phase.ACTIVE or self._hung_up:
             return False
         blocking = self._open_blocking(kind)
+        if self._graceful:
+            # the socket is closed: the result completes its verb but cannot be reported
+            if blocking is not None:
+                self._blocking = None
+                self._run()
+            return False
         token: int | None = None
         if kind is HookKind.INPUT:
             if blocking is not None:
@@ -329,6 +353,80 @@ class CallProtocol:
             )
         self._finish(CloseCode.NORMAL)
 
+    def connection_lost(self, now: float) -> None:
+        """The socket dropped (closed with a code other than 1000); the driver reconnects.
+
+        Hooks in flight are abandoned; a pending `session:new` ack keeps its budget. Frames
+        produced from now on are held until the `session:reconnect` ack.
+        """
+        self.tick(now)
+        if self._phase not in (_Phase.OFFERED, _Phase.ACTIVE) or self._graceful:
+            return
+        self._disconnected = True
+        if self._held is None:
+            self._held = []
+        if self._reconnect_msgid is not None:
+            pending = self._pending.get(self._reconnect_msgid)
+            if pending is not None and pending.message_type is MessageType.SESSION_RECONNECT:
+                del self._pending[self._reconnect_msgid]  # a re-keyed session:new ack stays
+            self._reconnect_msgid = None
+        for msg in self._outbox:  # never handed out: they wait with the held ones
+            if msg["type"] in (MessageType.SESSION_NEW, MessageType.SESSION_RECONNECT):
+                continue  # the next session:reconnect stands for them
+            self._held.append(msg)
+            unsent = self._pending.get(msg["msgid"])
+            if unsent is not None:
+                unsent.deadline = math.inf
+        self._outbox = []
+        for msgid, pending in list(self._pending.items()):
+            if pending.message_type is not MessageType.SESSION_NEW and pending.deadline != math.inf:
+                del self._pending[msgid]
+                self._complete_hook(pending, [])
+
+    def reconnected(self, now: float) -> str | None:
+        """A new socket is open: queue `session:reconnect` (the `session:new` data, a new msgid,
+        ack required). Returns its msgid, or None when there is nothing to reconnect."""
+        self.tick(now)
+        if self._phase not in (_Phase.OFFERED, _Phase.ACTIVE) or not self._disconnected:
+            return None
+        self._disconnected = False
+        msgid = self._new_msgid()
+        self._outbox.append(
+            {
+                "type": MessageType.SESSION_RECONNECT.value,
+                "msgid": msgid,
+                "call_sid": self.call_sid,
+                "data": copy.deepcopy(self._session_new_data),
+            }
+        )
+        offered = [m for m, p in self._pending.items() if p.message_type is MessageType.SESSION_NEW]
+        if offered:  # not acked yet: the app's ack to the reconnect accepts the call
+            self._pending[msgid] = self._pending.pop(offered[0])
+        else:
+            self._pending[msgid] = _PendingAck(
+                MessageType.SESSION_RECONNECT, now, now + ACK_TIMEOUT_S, None
+            )
+        self._reconnect_msgid = msgid
+        return msgid
+
+    def closed_gracefully(self, now: float) -> None:
+        """The app closed the socket with 1000: drop later frames, finish the stack, hang up."""
+        self.tick(now)
+        if self._phase is _Phase.ENDED:
+            return
+        if self._phase is not _Phase.ACTIVE:
+            self._finish(CloseCode.GOING_AWAY)
+            return
+        self._graceful = True
+        self._held = None
+        self._disconnected = False
+        self._reconnect_msgid = None
+        self._outbox = []
+        for msgid, pending in list(self._pending.items()):
+            del self._pending[msgid]
+            self._complete_hook(pending, [])
+        self._run()
+
     def tick(self, now: float) -> None:
         """Handle every ack deadline at or before `now`."""
         while self._phase is not _Phase.ENDED:
@@ -340,6 +438,8 @@ class CallProtocol:
             self._events.append(AckTimedOut(str(pending.message_type), msgid))
             if pending.message_type is MessageType.SESSION_NEW:
                 self._finish(CloseCode.GOING_AWAY)
+            elif pending.message_type is MessageType.SESSION_RECONNECT:
+                self._abandon_held()
             else:
                 self._complete_hook(pending, [])
 
@@ -365,6 +465,14 @@ class CallProtocol:
         if pending is None:
             return  # ack to an unknown (or already timed out) msgid: ignored (§1.4)
         data = msg.get("data")
+        if msgid == self._reconnect_msgid:
+            self._reconnect_msgid = None
+            if pending.message_type is MessageType.SESSION_NEW:
+                self._on_session_ack(pending, data, now)
+            # feature-server ignores verbs in a session:reconnect ack
+            if self._phase is not _Phase.ENDED:
+                self._release_held(now)
+            return
         if pending.message_type is MessageType.SESSION_NEW:
             self._on_session_ack(pending, data, now)
             return
@@ -453,6 +561,8 @@ class CallProtocol:
             self._execute(self._stack.pop(0))
         if self._hung_up or self._blocking is not None:
             self._idle = False
+        elif self._graceful:
+            self._execute({"verb": Verb.HANGUP.value})  # the stack ran dry on a closed socket
         elif not self._idle:
             self._idle = True
             self._events.append(StackIdle())
@@ -528,7 +638,12 @@ class CallProtocol:
         if hook is not None:
             msg["hook"] = hook
         msg["data"] = data
-        self._outbox.append(msg)
+        if self._graceful:
+            pass  # the app closed the socket with 1000: Voice Gateway drops every later frame
+        elif self._held is not None:
+            self._held.append(msg)
+        else:
+            self._outbox.append(msg)
         return msgid, msg
 
     def _send_acked(
@@ -541,8 +656,30 @@ class CallProtocol:
         blocking_token: int | None = None,
     ) -> str:
         msgid, _ = self._envelope(msg_type, data, hook)
-        self._pending[msgid] = _PendingAck(msg_type, now, now + ACK_TIMEOUT_S, blocking_token)
+        if not self._graceful:
+            # a held frame's budget starts when it is sent (`_release_held`)
+            deadline = math.inf if self._held is not None else now + ACK_TIMEOUT_S
+            self._pending[msgid] = _PendingAck(msg_type, now, deadline, blocking_token)
         return msgid
+
+    def _abandon_held(self) -> None:
+        """The reconnect was not acked: held frames are dropped (their hooks complete empty)."""
+        held, self._held = self._held or [], None
+        self._reconnect_msgid = None
+        for msg in held:
+            pending = self._pending.pop(msg["msgid"], None)
+            if pending is not None:
+                self._complete_hook(pending, [])
+
+    def _release_held(self, now: float) -> None:
+        """The reconnect was acked: the frames held meanwhile go out now, in order."""
+        held, self._held = self._held or [], None
+        for msg in held:
+            pending = self._pending.get(msg["msgid"])
+            if pending is not None and pending.deadline == math.inf:
+                pending.sent_at = now
+                pending.deadline = now + ACK_TIMEOUT_S
+        self._outbox.extend(held)
 
     def _payload(self, extra: Mapping[str, Any]) -> dict[str, Any]:
         payload = copy.deepcopy(self._base)
@@ -568,6 +705,9 @@ class CallProtocol:
         self._events.append(FrameRejected(reason))
 
     def _finish(self, code: CloseCode) -> None:
+        if self._held:  # ending while reconnecting: let the driver send what it can
+            self._outbox.extend(self._held)
+        self._held = None
         self._phase = _Phase.ENDED
         self._pending.clear()
         self._stack.clear()

@@ -1,0 +1,300 @@
+"""The migration console's HTTP side: the page, its data endpoints, the live stream, steering.
+
+`GET /console` and `GET /console/static/NAME` serve the self-contained page; they hold no data
+and load without a token, so the page can show its login form. Every data endpoint needs
+`Authorization: Bearer <admin_token>` — 401 without it, 403 when the config has no admin token —
+and rejections are counted under the route label `_admin`, like the admin API:
+
+- `GET /console/api/state`: routes (policy, split, readiness, latency), thresholds, history,
+  audit;
+- `GET /console/api/divergences?route=&node=&limit=`: recent non-matching items, newest first;
+- `GET /console/api/stream`: `text/event-stream`, `state` every second, `divergences` when new;
+- `POST /console/api/routes/{route}/migration`: `{"voicegateway_percent": N}` and/or
+  `{"force": "legacy" | "voicegateway" | null}`.
+
+At app creation the override file beside the config is applied, so a restarted bridge keeps what
+the console changed; a background task samples the metrics into the history every few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bridge.app import Gateway, GatewayKey
+from bridge.console.history import History, read_metrics
+from bridge.console.steering import AuditLog, SteeringError, audit_path, parse_change, steer
+from bridge.console.view import divergence_items, route_views, thresholds
+from bridge.reload import apply_overrides, overrides_path, read_overrides
+
+__all__ = ["ADMIN_NAME", "Console", "ConsoleKey", "add_console_routes"]
+
+STATIC_DIR = Path(__file__).parent / "static"
+ADMIN_ROUTE = "_admin"  # the rejection label of the admin API
+ADMIN_NAME = "admin"  # `who` in the audit log for the admin token
+SAMPLE_EVERY_S = 5.0
+STREAM_EVERY_S = 1.0
+DIVERGENCES_SENT = 200
+MAX_LIMIT = 500
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".txt": "text/plain; charset=utf-8",
+}
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass
+class Console:
+    """The console's state in one app: history, audit log, stream pacing and its stop signal."""
+
+    audit: AuditLog
+    history: History = field(default_factory=History)
+    stream_every_s: float = STREAM_EVERY_S
+    sample_every_s: float = SAMPLE_EVERY_S
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def sample(self, gateway: Gateway) -> None:
+        self.history.observe(read_metrics(gateway.metrics), time.time())
+
+    def audit_for(self, gateway: Gateway) -> AuditLog:
+        """The audit log beside the gateway's config file now (it may be set after startup)."""
+        wanted = audit_path(gateway.config_path) if gateway.config_path is not None else None
+        if self.audit.path != wanted:
+            self.audit = AuditLog(wanted)
+        return self.audit
+
+
+ConsoleKey = web.AppKey("console", Console)
+Handler = Callable[[web.Request, Gateway], Awaitable[web.StreamResponse]]
+
+
+def _error(gateway: Gateway, status: int, code: str, message: str) -> web.Response:
+    if status in (401, 403):
+        gateway.metrics.rejected_requests.labels(ADMIN_ROUTE, code).inc()
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+def _admin_only(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        gateway = request.app[GatewayKey]
+        token = gateway.config.admin_token
+        if not token:
+            return _error(gateway, 403, "admin_disabled", "admin API disabled (no admin_token)")
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            presented.strip().encode(), token.encode()
+        ):
+            return _error(gateway, 401, "auth", "missing or invalid admin bearer token")
+        return await handler(request, gateway)
+
+    return wrapped
+
+
+# ---------------------------------------------------------------- the page
+
+
+def _static_files() -> dict[str, Path]:
+    return {p.name: p for p in STATIC_DIR.iterdir() if p.is_file() and p.suffix in _TYPES}
+
+
+async def page(request: web.Request) -> web.Response:
+    return _file(STATIC_DIR / "index.html")
+
+
+async def static(request: web.Request) -> web.Response:
+    found = _static_files().get(request.match_info["name"])
+    if found is None:
+        return web.json_response({"error": "not_found", "message": "no such file"}, status=404)
+    return _file(found)
+
+
+def _file(path: Path) -> web.Response:
+    return web.Response(
+        body=path.read_bytes(), headers={"Content-Type": _TYPES[path.suffix], **_PAGE_HEADERS}
+    )
+
+
+# ---------------------------------------------------------------- data
+
+
+def _state(request: web.Request, gateway: Gateway) -> dict[str, Any]:
+    console = request.app[ConsoleKey]
+    console.sample(gateway)
+    return {
+        "time": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "thresholds": thresholds(gateway.config.console),
+        "steerable": gateway.config_path is not None,
+        "draining": gateway.draining,
+        "routes": route_views(gateway.config, gateway.metrics),
+        "history": {
+            "step_s": console.history.step_s,
+            "span_s": console.history.span_s,
+            "samples": [s.to_json() for s in console.history.samples()],
+        },
+        "audit": console.audit_for(gateway).recent(50),
+    }
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+
+
+async def state(request: web.Request, gateway: Gateway) -> web.Response:
+    return _json(_state(request, gateway))
+
+
+async def divergences(request: web.Request, gateway: Gateway) -> web.Response:
+    query = request.query
+    raw_limit = query.get("limit", "50")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        return _error(gateway, 400, "bad_request", f"limit: must be 1 to {MAX_LIMIT}")
+    route = query.get("route") or None
+    if route is not None and route not in gateway.config.routes:
+        return _error(gateway, 400, "bad_request", f"route: no route {route!r}")
+    items = divergence_items(
+        gateway.divergence.recent(limit=1_000_000),
+        route=route,
+        node=query.get("node") or None,
+        limit=int(raw_limit),
+    )
+    return _json({"divergences": items})
+
+
+def _divergence_mark(gateway: Gateway) -> str:
+    newest = gateway.divergence.recent(1)
+    if not newest:
+        return ""
+    entry = newest[0]
+    return f"{entry.get('time')}|{entry.get('conversation_id')}|{entry.get('turn')}"
+
+
+def _event(name: str, body: Any) -> bytes:
+    data = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)
+    return f"event: {name}\ndata: {data}\n\n".encode()
+
+
+async def stream(request: web.Request, gateway: Gateway) -> web.StreamResponse:
+    console = request.app[ConsoleKey]
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    mark: str | None = None
+    try:
+        while not console.stopping.is_set():
+            await response.write(_event("state", _state(request, gateway)))
+            now_mark = _divergence_mark(gateway)
+            if now_mark != mark:
+                mark = now_mark
+                items = divergence_items(
+                    gateway.divergence.recent(limit=1_000_000), limit=DIVERGENCES_SENT
+                )
+                await response.write(_event("divergences", {"divergences": items}))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(console.stopping.wait(), console.stream_every_s)
+    except (ConnectionResetError, ConnectionError):
+        return response
+    with contextlib.suppress(ConnectionError):
+        await response.write_eof()
+    return response
+
+
+async def migration(request: web.Request, gateway: Gateway) -> web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        return _error(gateway, 400, "bad_request", "the body is not JSON")
+    try:
+        change = parse_change(body)
+        result = steer(
+            gateway,
+            request.match_info["route"],
+            change,
+            who=ADMIN_NAME,
+            audit=request.app[ConsoleKey].audit_for(gateway),
+            at=datetime.now(UTC),
+        )
+    except SteeringError as exc:
+        return _error(gateway, exc.status, exc.code, exc.message)
+    return _json({"status": "changed", **result})
+
+
+# ---------------------------------------------------------------- wiring
+
+
+def _apply_saved_overrides(gateway: Gateway) -> None:
+    """A restart keeps the console's changes: the override file goes over the loaded config."""
+    if gateway.config_path is None:
+        return
+    file = overrides_path(gateway.config_path)
+    overrides = read_overrides(file)
+    if overrides:
+        gateway.swap(apply_overrides(gateway.config, overrides, file=str(file)), gateway.engine)
+
+
+def add_console_routes(app: web.Application) -> None:
+    """Register the console on an app that holds a `GatewayKey` (see the module doc).
+
+    Raises ConfigError when the override file beside the config is invalid.
+    """
+    gateway = app[GatewayKey]
+    _apply_saved_overrides(gateway)
+    path = gateway.config_path
+    app[ConsoleKey] = Console(AuditLog(audit_path(path) if path is not None else None))
+    app.add_routes(
+        [
+            web.get("/console", page),
+            web.get("/console/", page),
+            web.get("/console/static/{name}", static),
+            web.get("/console/api/state", _admin_only(state)),
+            web.get("/console/api/divergences", _admin_only(divergences)),
+            web.get("/console/api/stream", _admin_only(stream)),
+            web.post("/console/api/routes/{route}/migration", _admin_only(migration)),
+        ]
+    )
+    app.cleanup_ctx.append(_sampler)
+    app.on_shutdown.append(_stop_streams)
+
+
+async def _stop_streams(app: web.Application) -> None:
+    app[ConsoleKey].stopping.set()
+
+
+async def _sampler(app: web.Application) -> AsyncIterator[None]:
+    console, gateway = app[ConsoleKey], app[GatewayKey]
+
+    async def sample() -> None:
+        while True:
+            console.sample(gateway)
+            await asyncio.sleep(console.sample_every_s)
+
+    task = asyncio.create_task(sample())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

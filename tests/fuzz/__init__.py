@@ -1,0 +1,1 @@
+"""Fuzzing: hostile-input strategies, the per-surface harness and the seed corpus."""
