@@ -134,7 +134,7 @@ def _config_check(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from bridge.sim.demo import run_demo
 
-    return asyncio.run(run_demo(calls=args.calls))
+    return asyncio.run(run_demo(calls=args.calls, serve=args.serve))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
     demo = sub.add_parser("demo", help="bridge + simulators on loopback, scripted calls")
     demo.add_argument("--calls", type=int, default=1, help="times to run each scenario")
+    demo.add_argument(
+        "--serve", action="store_true", help="keep the bridge and console up after the report"
+    )
     demo.set_defaults(run=_demo)
     mappings = sub.add_parser("mappings", help="mapping files")
     msub = mappings.add_subparsers(dest="mappings_command", required=True)

@@ -210,8 +210,9 @@ class DivergenceLog:
             "turn": turn,
             "primary_path": comparison.primary_path,
             "order_matches": comparison.order_matches,
-            "primary_latency_s": comparison.primary_latency_s,
-            "shadow_latency_s": comparison.shadow_latency_s,
+            # Milliseconds, whole: raw float seconds leak arbitrary digit runs into the log.
+            "primary_latency_ms": _ms(comparison.primary_latency_s),
+            "shadow_latency_ms": _ms(comparison.shadow_latency_s),
             "items": items,
         }
 
@@ -235,3 +236,7 @@ class DivergenceLog:
             return
         self.bytes_written += size
         self.written += 1
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds * 1000)

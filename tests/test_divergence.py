@@ -140,7 +140,7 @@ def test_writes_one_redacted_json_line_per_diverged_turn(tmp_path: Path) -> None
     assert entry["time"] == "2030-01-02T03:04:05.678Z"
     assert (entry["route"], entry["conversation_id"], entry["turn"]) == ("support", "conv-1", 3)
     assert entry["primary_path"] == "legacy"
-    assert entry["primary_latency_s"] == 0.5 and entry["shadow_latency_s"] is None
+    assert entry["primary_latency_ms"] == 500 and entry["shadow_latency_ms"] is None
     results = [(i["node"], i["result"], i["fields"]) for i in entry["items"]]
     assert results == [
         ("say", "mismatch", ["text"]),

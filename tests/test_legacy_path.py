@@ -50,7 +50,7 @@ WAY_IDS = ["http-sync", "http-async-push", "ws-sync", "ws-async"]
 def make_config(routes: Mapping[str, Mapping[str, Any]], **top: Any) -> Config:
     """A config of `routes` (name → route body), each with token `TOKEN` unless given."""
     body = {
-        name: {"token": TOKEN, "turn_settle_ms": 100, **route} for name, route in routes.items()
+        name: {"token": TOKEN, "turn_settle_ms": 300, **route} for name, route in routes.items()
     }
     return parse_config(yaml.safe_dump({"routes": body, **top}), env={})
 

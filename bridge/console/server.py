@@ -288,12 +288,13 @@ async def _stop_streams(app: web.Application) -> None:
 async def _sampler(app: web.Application) -> AsyncIterator[None]:
     console, gateway = app[ConsoleKey], app[GatewayKey]
 
-    async def sample() -> None:
+    # Named like the app's expiry scan: one fixed background task per app, for its lifetime.
+    async def scan() -> None:
         while True:
             console.sample(gateway)
             await asyncio.sleep(console.sample_every_s)
 
-    task = asyncio.create_task(sample())
+    task = asyncio.create_task(scan())
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import math
+import signal
 import statistics
 import sys
 import tempfile
@@ -55,6 +56,10 @@ from bridge.sim.vg_endpoint import VGEndpointSim
 from bridge.transport.admin import reload_gateway
 
 DEMO_TOKEN = "demo-token"
+# The console's admin token in the demo (printed with the console URL: a fixed demo value).
+DEMO_ADMIN_TOKEN = "demo-admin"
+# `serve`: after the scripted calls, one more call this often while the console is open.
+SERVE_CALL_EVERY_S = 1.0
 LEGACY_TOKEN = "legacy-demo-token"
 # Loopback answers come within milliseconds; this is the quiet time that ends an async step.
 SETTLE_SECONDS = 0.05
@@ -149,7 +154,10 @@ def demo_config(
             "support_async": {**split(legacy.async_mode, percent), "async_mode": True},
             DIVERGENT_ROUTE: split(legacy.divergent, 100.0),
         }
-    return yaml.safe_dump({"listen": "127.0.0.1:0", "routes": routes}, sort_keys=False)
+    return yaml.safe_dump(
+        {"listen": "127.0.0.1:0", "admin_token": DEMO_ADMIN_TOKEN, "routes": routes},
+        sort_keys=False,
+    )
 
 
 def demo_callers(scenarios: Sequence[Scenario]) -> list[Scenario]:
@@ -504,8 +512,11 @@ class _Checks:
         return all(ok for ok, _ in self.results)
 
 
-async def run_demo(calls: int = 1, out: TextIO = sys.stdout) -> int:
-    """Run the demo (each scenario `calls` times per way); return 0 iff every check held."""
+async def run_demo(calls: int = 1, out: TextIO = sys.stdout, *, serve: bool = False) -> int:
+    """Run the demo (each scenario `calls` times per way); return 0 iff every check held.
+
+    `serve` keeps the bridge and the simulators up after the report, playing a call every
+    second so the migration console shows live traffic, until SIGINT or SIGTERM."""
     logging.getLogger("bridge").setLevel(logging.ERROR)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     vg = VGEndpointSim()
@@ -553,14 +564,54 @@ async def run_demo(calls: int = 1, out: TextIO = sys.stdout) -> int:
                     f"{DIVERGENT_ROUTE}}}, VG endpoint on {vg.url()}, legacy endpoints on "
                     f"{urls.sync} (sync), {urls.async_mode} (async), {urls.divergent} (divergent)"
                 )
+                demo.say(f"Migration console: {base_url}/console (admin token: {DEMO_ADMIN_TOKEN})")
                 checks = await _play_all(demo, calls, reload, legacy_sync)
                 await _report(demo, app, checks, calls)
+                if serve:
+                    demo.say(
+                        f"Migration console: {base_url}/console (admin token: {DEMO_ADMIN_TOKEN})"
+                    )
+                    await _serve(demo)
         finally:
             if runner is not None:
                 await runner.cleanup()
             for sim in sims:
                 await sim.stop()
     return 0 if checks.held else 1
+
+
+async def _serve(demo: _Demo) -> None:
+    """Keep playing calls (quietly) on every route until SIGINT or SIGTERM."""
+    demo.say("Serving: a call every second on every route; Ctrl-C stops the demo.")
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = [s for s in (signal.SIGINT, signal.SIGTERM) if hasattr(signal, s.name)]
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    scenarios = demo_callers(load_scenarios())
+    ways = [*DEMO_RUNS, DemoRun(DIVERGENT_ROUTE, "http", async_mode=False)]
+    try:
+        index = 0
+        while not stop.is_set():
+            scenario = scenarios[index % len(scenarios)]
+            run = ways[(index // len(scenarios)) % len(ways)]
+            index += 1
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                await run_scenario(
+                    scenario,
+                    demo.base_url,
+                    DEMO_TOKEN,
+                    session=demo.http,
+                    transport=run.transport,
+                    async_mode=run.async_mode,
+                    route=run.route,
+                    settle=SETTLE_SECONDS,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SERVE_CALL_EVERY_S)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
 
 
 async def _play_all(

@@ -7,6 +7,8 @@ disconnect, bearer token on every request. It runs the same flows as the simulat
 Node would (bridge/sim/ac_nodes.py). Sync mode answers an activities POST with every output of
 that turn; Async Mode answers `{}` and pushes each output on the conversation's WebSocket.
 Records every request and activity per conversation so tests and the demo can see what arrived.
+`fail_with` (an HTTP status, settable while it runs) simulates an outage: every request past the
+token check gets that status and changes nothing.
 """
 
 from __future__ import annotations
@@ -145,6 +147,8 @@ class LegacyEndpointSim:
     `async_flows` for `/<flow>` bot URLs of those flows. `token` None accepts any request.
     `overrides` (`{flow: {node id: {param: value}}}`, see `flow.override_flow`) and
     `divergent` (apply `DIVERGENT_OVERRIDES`) make this side run a variant of the flows.
+    `fail_with` set to a status (e.g. 503) fails every authorized request with it until reset
+    to None.
     """
 
     def __init__(
@@ -176,6 +180,7 @@ class LegacyEndpointSim:
         self.host = host
         self.port = port
         self.clock = clock
+        self.fail_with: int | None = None
         self.calls: dict[str, LegacyCall] = {}
         self.requests: list[RecordedRequest] = []
         self._runner: web.AppRunner | None = None
@@ -280,6 +285,8 @@ class LegacyEndpointSim:
     ) -> web.StreamResponse:
         if not self._authorized(request):
             return _error(401, "missing or wrong bearer token")
+        if self.fail_with is not None:
+            return _error(self.fail_with, "simulated outage")
         if kind in (RequestKind.PROBE, RequestKind.CREATE):
             if flow_name is not None and flow_name not in self.flows:
                 return _error(404, "no such flow")

@@ -4,6 +4,11 @@ The bridge connects to it as the feature-server would (subprotocol `ws.jambonz.o
 `session:new` and each `verb:hook` with the next batch of a flow's verbs (bridge/sim/flow.py),
 either in the ack or — `reply: command` — in a later `command redirect`, and records every
 message it receives per call so tests and the demo can see what the bridge sent.
+
+For fault tests: `reply_delay` makes every answer late (a slow app), and `kill()`/`restart()`
+drop every socket without a close frame and stop listening, then listen again on the same port
+with the calls' flow state kept — as a Cognigy endpoint pod that dies while its session store
+survives, so a `session:reconnect` carries on where the call was.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ class SimCall:
     close_code: int | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     run: FlowRun | None = None
+    started: bool = False
 
     def received_types(self) -> list[str]:
         return [str(m.get("type")) for m in self.received]
@@ -87,6 +93,7 @@ class VGEndpointSim:
         host: str = "127.0.0.1",
         port: int = 0,
         command_delay: float = 0.02,
+        reply_delay: float = 0.0,
     ) -> None:
         self.flows: dict[str, Flow] = dict(flows) if flows is not None else load_flows()
         self.reply = ReplyMode(reply) if reply is not None else None
@@ -96,11 +103,13 @@ class VGEndpointSim:
         self.host = host
         self.port = port
         self.command_delay = command_delay
+        self.reply_delay = reply_delay
         self.calls: dict[str, SimCall] = {}
         self.stray: list[dict[str, Any]] = []
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._sockets: set[web.WebSocketResponse] = set()
+        self._transports: set[asyncio.Transport] = set()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -129,6 +138,22 @@ class VGEndpointSim:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def kill(self) -> None:
+        """Die abruptly: pending replies are lost, sockets drop without a close frame (the
+        bridge sees 1006) and the port refuses connections until `restart()`. Calls are kept."""
+        for task in list(self._tasks):
+            task.cancel()
+        for transport in list(self._transports):
+            transport.abort()
+        self._transports.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def restart(self) -> int:
+        """Listen again on the same port after `kill()`; known calls can reconnect."""
+        return await self.start()
 
     async def __aenter__(self) -> VGEndpointSim:
         await self.start()
@@ -163,6 +188,9 @@ class VGEndpointSim:
             raise web.HTTPBadRequest(text="a jambonz app socket needs a WebSocket upgrade")
         await ws.prepare(request)
         self._sockets.add(ws)
+        transport = request.transport
+        if transport is not None:
+            self._transports.add(transport)
         call: SimCall | None = None
         try:
             async for msg in ws:
@@ -171,6 +199,8 @@ class VGEndpointSim:
                 call = await self._receive(ws, flow_name or None, call, msg.data)
         finally:
             self._sockets.discard(ws)
+            if transport is not None:
+                self._transports.discard(transport)
             if call is not None:
                 call.close_code = ws.close_code
                 call.closed.set()
@@ -195,6 +225,11 @@ class VGEndpointSim:
             return None
         call.received.append(msg)
         if msg_type == "session:new" and call.run is not None:
+            call.started = True
+            await self._answer(ws, call, msg, call.run.start(), first=True)
+        elif msg_type == "session:reconnect" and call.run is not None and not call.started:
+            # a call this endpoint never saw start (it lost it): the flow starts afresh
+            call.started = True
             await self._answer(ws, call, msg, call.run.start(), first=True)
         elif msg_type == "verb:hook" and call.run is not None:
             data = msg.get("data")
@@ -248,6 +283,8 @@ class VGEndpointSim:
     ) -> None:
         options = call.options
         msgid = msg.get("msgid")
+        if self.reply_delay > 0:
+            await asyncio.sleep(self.reply_delay)
         if options.reply is ReplyMode.ACK:
             ack: dict[str, Any] = {"type": "ack", "msgid": msgid}
             if verbs:

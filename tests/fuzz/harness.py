@@ -715,8 +715,9 @@ class VoiceGatewayPathSurface(Surface):
         return S.vg_path_case
 
     async def setup(self) -> None:
-        self._saved_ack = vg_protocol.ACK_TIMEOUT_S
-        vg_protocol.ACK_TIMEOUT_S = FUZZ_ACK_TIMEOUT_S
+        # CallProtocol reads its module's ACK_TIMEOUT_S at each send
+        self._saved_ack = vg_protocol.__dict__["ACK_TIMEOUT_S"]
+        vg_protocol.__dict__["ACK_TIMEOUT_S"] = FUZZ_ACK_TIMEOUT_S
         self.app = _HostileApp()
         url = await self.app.start()
         self.bridge = _RunningBridge()
@@ -727,7 +728,7 @@ class VoiceGatewayPathSurface(Surface):
         await self.bridge.reap()
         await self.bridge.stop()
         await self.app.stop()
-        vg_protocol.ACK_TIMEOUT_S = self._saved_ack
+        vg_protocol.__dict__["ACK_TIMEOUT_S"] = self._saved_ack
 
     async def check(self, case: dict[str, Any]) -> None:
         self.app.script = case

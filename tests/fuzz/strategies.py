@@ -181,7 +181,7 @@ START_PARAMS = {"caller": "+4921154591991", "callee": "+4930111000"}
 
 @st.composite
 def valid_activity(draw: st.DrawFn) -> dict[str, Any]:
-    template = draw(
+    template: dict[str, Any] = draw(
         st.sampled_from(
             [
                 {"type": "message", "text": "hello"},
