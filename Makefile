@@ -42,6 +42,7 @@ fmt: venv
 check: lint typecheck test
 
 bench: venv
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench
 
 clean:

@@ -25,7 +25,9 @@ SHOWN_FAILURES = 3
 
 def run_surface(name: str, cases: int, seed: int | None) -> FuzzReport:
     corpus = [case for _, case in load_corpus(name)]
-    return fuzz(SURFACES[name](), cases, collect=True, corpus=corpus, random_seed=seed)
+    return fuzz(
+        SURFACES[name](), cases, collect=True, corpus=corpus, random_seed=seed, progress=True
+    )
 
 
 def shrink(name: str, cases: int, seed: int | None) -> str:
@@ -64,17 +66,16 @@ def main(argv: list[str] | None = None) -> int:
         report = reports[name]
         rate = report.cases / report.seconds if report.seconds else 0.0
         print(
-            f"{name:<10} {report.cases:>8} {len(report.failures):>9} "
-            f"{report.seconds:>8.1f} {rate:>8.1f}"
+            f"{name:<10} {report.cases:>8} {report.failed:>9} {report.seconds:>8.1f} {rate:>8.1f}"
         )
-        failed = failed or bool(report.failures)
+        failed = failed or report.failed > 0
     print(f"total wall time {time.monotonic() - started:.1f} s")
 
     for name in names:
         report = reports[name]
-        if not report.failures:
+        if not report.failed:
             continue
-        print(f"\n== {name}: {len(report.failures)} failing cases; first {SHOWN_FAILURES}:")
+        print(f"\n== {name}: {report.failed} failing cases; first {SHOWN_FAILURES}:")
         for case, reason in report.failures[:SHOWN_FAILURES]:
             print(f"- {reason[:500]}\n  case: {_short(case)}")
         if args.save:

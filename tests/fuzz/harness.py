@@ -53,6 +53,8 @@ CLOSED_VG = "ws://127.0.0.1:1/closed"
 CASE_TIMEOUT_S = 30.0
 DEFAULT_RECURSION_LIMIT = 1000  # CPython's; the bridge never changes it
 PARSER_LIMIT = 8000  # aiohttp's max_line_size / max_field_size are 8190 bytes
+PROGRESS_EVERY = 1000
+KEPT_FAILURES = 20  # failing cases kept whole by a counting run (they can be large)
 FUZZ_ACK_TIMEOUT_S = 0.05  # the jambonz ack budget during fuzzing (5 s in production)
 START = {"type": "event", "name": "start", "parameters": dict(S.START_PARAMS)}
 
@@ -338,6 +340,7 @@ class HttpSurface(Surface):
         if self.examples % self.GOOD_CALL_EVERY == 0:
             await self._good_call()
         await self.bridge.reap(keep={("live", self.good)})
+        self.sim.calls.clear()  # the simulator records every message; cases must not pile up
 
     async def _send(
         self,
@@ -518,6 +521,7 @@ class AcWebSocketSurface(Surface):
         if ws.close_code is not None and closed.is_set():
             expect(ws.close_code in (1000, 1008), f"closed with {ws.close_code}")
         await self.bridge.reap()
+        self.sim.calls.clear()
 
     async def _answered_or_closed(
         self, ws: aiohttp.ClientWebSocketResponse, validated: asyncio.Event, closed: asyncio.Event
@@ -888,7 +892,13 @@ class FuzzReport:
     surface: str
     cases: int = 0
     seconds: float = 0.0
-    failures: list[tuple[Any, str]] = field(default_factory=list)
+    failures: list[tuple[Any, str]] = field(default_factory=list)  # the first KEPT_FAILURES
+    failed: int = 0
+
+    def record(self, case: Any, reason: str) -> None:
+        self.failed += 1
+        if len(self.failures) < KEPT_FAILURES:
+            self.failures.append((case, reason))
 
 
 @contextlib.contextmanager
@@ -912,6 +922,7 @@ def fuzz(
     generate: bool = True,
     random_seed: int | None = None,
     shrink: bool = True,
+    progress: bool = False,
 ) -> FuzzReport:
     """Run `surface` on `max_examples` generated cases (after the `corpus` cases).
 
@@ -934,7 +945,7 @@ def fuzz(
                 sys.setrecursionlimit(DEFAULT_RECURSION_LIMIT)
                 try:
                     runner.run(asyncio.wait_for(surface.check(case), CASE_TIMEOUT_S))
-                    if report.cases % 50 == 0:
+                    if report.cases % 500 == 0:
                         gc.collect()
                     problems = guard.take()
                     if problems:
@@ -943,9 +954,17 @@ def fuzz(
                     guard.take()
                     if not collect:
                         raise
-                    report.failures.append((case, f"{type(exc).__name__}: {exc}"[:1000]))
+                    report.record(case, f"{type(exc).__name__}: {exc}"[:1000])
                 finally:
                     sys.setrecursionlimit(raised_limit)
+                if progress and report.cases % PROGRESS_EVERY == 0:
+                    elapsed = time.monotonic() - started
+                    print(
+                        f"{surface.name}: {report.cases} cases, {report.failed} failing, "
+                        f"{elapsed:.0f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
 
             phases = [Phase.explicit]
             if generate:
@@ -974,6 +993,6 @@ def fuzz(
                     gc.collect()
                     leftover = guard.take()
                     if leftover:
-                        report.failures.append(("(teardown)", "; ".join(leftover)))
+                        report.record("(teardown)", "; ".join(leftover))
     report.seconds = time.monotonic() - started
     return report

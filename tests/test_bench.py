@@ -1,0 +1,98 @@
+"""The benchmark harness (bench/) must keep working: its load generator drives real turns through
+the simulators and an in-process bridge in every mode, and the runner renders its report.
+Correctness only: no timing is asserted."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import pytest
+import yaml
+from aiohttp import web
+
+from bench import loadgen
+from bench.__main__ import LEVELS, Results, render, verdicts
+from bench.configs import CONFIGURATIONS, TOKEN, bridge_config, nginx_config
+from bridge.app import create_app
+from bridge.config import parse_config
+from bridge.sim.legacy_endpoint import LegacyEndpointSim
+from bridge.sim.vg_endpoint import VGEndpointSim
+
+
+@dataclass
+class Peers:
+    legacy: LegacyEndpointSim
+    vg: VGEndpointSim
+    bridge_url: str
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[Peers]:
+    async with VGEndpointSim() as vg, LegacyEndpointSim(token=TOKEN) as legacy:
+        config = parse_config(yaml.safe_dump(bridge_config(vg.port, legacy.port)), env={})
+        runner = web.AppRunner(create_app(config))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        try:
+            yield Peers(legacy, vg, f"http://127.0.0.1:{runner.addresses[0][1]}")
+        finally:
+            await runner.cleanup()
+
+
+async def test_saturate_direct_and_through_the_bridge(peers: Peers) -> None:
+    targets = [
+        loadgen.Target(peers.legacy.url(), TOKEN),
+        loadgen.Target(f"{peers.bridge_url}/ac/pass", TOKEN),
+        loadgen.Target(f"{peers.bridge_url}/ac/vg", TOKEN),
+        loadgen.Target(f"{peers.bridge_url}/ac/vg", TOKEN, loadgen.Mode.WS),
+    ]
+    for target in targets:
+        ticks = iter(range(1000))
+
+        def probe(ticks: Iterator[int] = ticks) -> float:
+            return float(next(ticks))
+
+        phase = await loadgen.saturate(target, 4, 0.4, probe=probe)
+        assert phase.errors == 0, target
+        assert phase.turns > 0 and len(phase.latencies) == phase.turns
+        assert len(phase.start_latencies) == 4
+        assert phase.probed == 1.0  # read once as the turns begin, once as they end
+    # each call did its turns on the legacy bot and was hung up
+    direct = [c for c in peers.legacy.calls.values() if c.disconnect is not None]
+    assert len(direct) >= 8 and all(len(c.turns) >= 2 for c in direct)
+
+
+async def test_paced_idle_and_vg_direct(peers: Peers) -> None:
+    target = loadgen.Target(f"{peers.bridge_url}/ac/vg", TOKEN)
+    phase = await loadgen.paced(target, 4, 40.0, 0.5)
+    assert phase.errors == 0 and phase.turns > 0
+    idle = await loadgen.open_idle(target, 6)
+    try:
+        assert len(idle.calls) == 6 and idle.phase.errors == 0
+        assert await idle.turn_each(100.0) == 6
+    finally:
+        await idle.end()
+    direct = await loadgen.vg_direct(peers.vg.url(), 3, 30.0, 0.3)
+    assert len(direct.start_latencies) == 3 and direct.turns > 0
+    hooks = [m for c in peers.vg.calls.values() for m in c.messages("verb:hook")]
+    assert len(hooks) >= direct.turns
+
+
+def test_report_and_nginx_config() -> None:
+    res = Results(rounds=1, seconds=1.0, calls=2)
+    for config in CONFIGURATIONS:
+        res.saturation[config.name] = [1000.0]
+        res.cpu_per_turn[config.name] = [0.0004]
+        res.core_busy[config.name] = [0.5]
+    for name in [c.name for c in CONFIGURATIONS] + ["vg_sim"]:
+        for level in LEVELS:
+            res.latency[(name, level)] = [{"p50": 1.0, "p99": 2.0, "p999": 3.0, "rate": 500.0}]
+    text = render(res, 60.0)
+    for config in CONFIGURATIONS:
+        assert f"| {config.label} | 1,000 |" in text
+    assert len(verdicts(res)) == 4  # no memory phase: no memory verdict
+    conf = nginx_config("/tmp/x", 8081, 9091, 0)
+    assert "listen 127.0.0.1:8081;" in conf and "server 127.0.0.1:9091;" in conf
+    assert "worker_cpu_affinity 1;" in conf
