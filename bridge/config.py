@@ -254,6 +254,12 @@ def parse_config(
         ) from None
     except RecursionError:
         raise ConfigError("(document)", "nested too deeply", file=file) from None
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        # PyYAML's constructors fail this way on a tagged value they cannot build
+        # (`!!timestamp xyz`, `!!bool maybe`, `!!int abc`)
+        raise ConfigError(
+            "(document)", f"invalid tagged YAML value (!!timestamp, !!int, ...): {exc}", file=file
+        ) from None
     if not isinstance(raw, dict):
         raise ConfigError("(document)", "must be a mapping with a `routes` key", file=file)
     try:

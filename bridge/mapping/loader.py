@@ -187,6 +187,14 @@ def _parse(path: Path) -> tuple[MappingFile | None, list[MappingError]]:
         return None, [MappingError(file, "(file)", f"cannot read: {exc.strerror}")]
     except UnicodeDecodeError:
         return None, [MappingError(file, "(file)", "not UTF-8 text")]
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        # PyYAML's constructors fail this way on a tagged value they cannot build
+        # (`!!timestamp xyz`, `!!bool maybe`, `!!int abc`)
+        return None, [
+            MappingError(
+                file, "(file)", f"invalid tagged YAML value (!!timestamp, !!int, ...): {exc}"
+            )
+        ]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
