@@ -28,7 +28,9 @@ from tests.fuzz.harness import (
     strict_json,
 )
 
-# A few hundred cases where a case is cheap; fewer where each is a real call on sockets.
+# A few hundred cases where a case is cheap; fewer where each is a real call on sockets. The
+# seed is fixed so `make test` is stable; `bench.fuzz` explores with fresh seeds.
+CI_SEED = 6
 CI_EXAMPLES = {
     "http": 150,
     "ac_ws": 200,
@@ -50,7 +52,7 @@ def test_corpus_replays_clean(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(SURFACES))
 def test_generated_cases_keep_the_invariants(name: str) -> None:
-    report = fuzz(SURFACES[name](), CI_EXAMPLES[name], shrink=True)
+    report = fuzz(SURFACES[name](), CI_EXAMPLES[name], random_seed=CI_SEED)
     assert report.cases >= CI_EXAMPLES[name]
     assert report.failures == []
 

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import signal
 import statistics
 import sys
@@ -36,6 +35,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from bridge.app import Gateway, GatewayKey, create_app
 from bridge.config import load_config
+from bridge.console.history import histogram_quantile
 from bridge.errors import ConfigError, MappingError
 from bridge.sim.legacy_endpoint import LegacyEndpointSim
 from bridge.sim.scenario import (
@@ -186,22 +186,6 @@ def _gauge_sum(metric: MetricWrapperBase, **match: str) -> float:
         for sample in family.samples
         if all(sample.labels.get(k) == v for k, v in match.items())
     )
-
-
-def histogram_quantile(buckets: Sequence[tuple[float, float]], q: float) -> float | None:
-    """Prometheus' `histogram_quantile`: linear interpolation inside the bucket of rank q."""
-    if not buckets or buckets[-1][1] <= 0:
-        return None
-    rank = q * buckets[-1][1]
-    lower, below = 0.0, 0.0
-    for bound, cumulative in buckets:
-        if cumulative >= rank:
-            if math.isinf(bound):
-                return lower
-            inside = cumulative - below
-            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
-        lower, below = bound, cumulative
-    return lower
 
 
 def _latencies(gateway: Gateway) -> dict[tuple[str, str], tuple[float, list[tuple[float, float]]]]:
