@@ -14,6 +14,7 @@ call, and `session:reconnect`; when that fails the call ends cleanly (`sink.fail
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -182,11 +183,21 @@ class VoiceGatewayPath:
 
     async def _serve(self, socket: VoiceGatewaySocket | None) -> None:
         """Read the socket; when it closes under the call, reconnect or end the call."""
-        while socket is not None:
-            while (frame := await socket.receive()) is not None:
-                self._protocol.receive_text(frame, self._loop.time())
+        try:
+            while socket is not None:
+                while (frame := await socket.receive()) is not None:
+                    self._protocol.receive_text(frame, self._loop.time())
+                    await self._after_protocol()
+                socket = await self._after_close(socket)
+        except Exception:
+            # A bug must not leave the call waiting forever (start() awaits the ack): end it.
+            self.log.exception("voice gateway reader failed; ending the call")
+            if self._accepted.done():  # before that, the session counts the failed start
+                self._count_error("internal")
+            self._lost("internal error", kind="internal")
+            with contextlib.suppress(Exception):  # already logged; flush what the end produced
                 await self._after_protocol()
-            socket = await self._after_close(socket)
+            await self._sink.settle()
 
     async def _after_close(self, socket: VoiceGatewaySocket) -> VoiceGatewaySocket | None:
         """The app's side closed `socket`; returns the socket that replaces it, if any."""

@@ -84,7 +84,7 @@ REASONS = {
 KINDS = re.compile(
     r"(start_|refresh_)?(timeout|connect|bad_url|handshake|not_ready|bad_response|retries"
     r"|push_socket|bad_push|closed|bad_frame|ack_timeout|refused|translation|queue_full"
-    r"|shadow_error|bad_frames|tls|http_[1-9]xx)"
+    r"|shadow_error|bad_frames|tls|internal|reconnect_failed|reconnect_ack_timeout|http_[1-9]xx)"
 )
 # Routes the bridge counts requests for no configured route under.
 SYNTHETIC_ROUTES = {"_unknown", "_admin"}
