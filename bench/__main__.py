@@ -18,7 +18,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import yaml
 from bench import loadgen
 from bench.configs import BY_NAME, CONFIGURATIONS, TOKEN, Configuration, Hop, bridge_config
 from bench.configs import nginx_config as make_nginx_config
+from bench.procs import cpu_seconds, free_port, rss_bytes, wait_http
 
 BRIDGE_CPU = 0
 LEVELS = (0.5, 0.8)
@@ -50,25 +50,6 @@ LOAD_OF = {
     "vg_sim": "translated",
 }
 MARK_START = "<!-- bench:results -->"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def children(pid: int) -> list[int]:
@@ -102,21 +83,6 @@ async def serve_sims(vg_port: int, legacy_port: int) -> None:
 
     async with VGEndpointSim(port=vg_port), LegacyEndpointSim(token=TOKEN, port=legacy_port):
         await asyncio.Event().wait()
-
-
-async def wait_http(url: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while True:
-            try:
-                async with http.get(url) as resp:
-                    if resp.status < 500:
-                        return
-            except aiohttp.ClientError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not come up")
-            await asyncio.sleep(0.1)
 
 
 @dataclass

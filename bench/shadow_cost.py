@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,22 +25,11 @@ from typing import Any
 import aiohttp
 import yaml
 
+from bench.procs import cpu_seconds, free_port, wait_http
+
 TOKEN = "bench"
 CALLER_BASE = 4915112300000
 TURNS = ["What are your opening hours", "I want to pay my bill", "Fifty euros"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
 
 
 async def serve_sims(vg_port: int, legacy_port: int) -> None:
@@ -51,21 +38,6 @@ async def serve_sims(vg_port: int, legacy_port: int) -> None:
 
     async with VGEndpointSim(port=vg_port), LegacyEndpointSim(token=TOKEN, port=legacy_port):
         await asyncio.Event().wait()
-
-
-async def wait_http(url: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while True:
-            try:
-                async with http.get(url) as resp:
-                    if resp.status < 500:
-                        return
-            except aiohttp.ClientError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not come up")
-            await asyncio.sleep(0.1)
 
 
 async def one_call(http: aiohttp.ClientSession, base: str, route: str, n: int) -> list[float]:

@@ -26,7 +26,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,7 @@ from bench.ledger import (
     percentile,
     tag_of,
 )
+from bench.procs import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "soak"
@@ -117,13 +117,6 @@ class SoakResult:
     bridge: dict[str, Any]
     sims: dict[str, Any]
     latency_ms: dict[str, dict[str, float]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # ---------------------------------------------------------------- the simulators' process
@@ -490,20 +483,6 @@ def _hangup_in(activities: list[dict[str, Any]]) -> str | None:
 # ---------------------------------------------------------------- orchestration
 
 
-async def wait_http(http: aiohttp.ClientSession, url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            async with http.get(url) as resp:
-                if resp.status < 500:
-                    return
-        except aiohttp.ClientError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not come up")
-        await asyncio.sleep(0.1)
-
-
 async def bridge_state(
     http: aiohttp.ClientSession, base: str, settle: float
 ) -> tuple[dict[tuple[str, str, str], float], int, list[tuple[str, dict[str, str], float]]]:
@@ -572,8 +551,8 @@ async def run_soak(options: SoakOptions, *, settle: float = 30.0) -> SoakResult:
         connector = aiohttp.TCPConnector(limit=0)
         try:
             async with aiohttp.ClientSession(connector=connector) as http:
-                await wait_http(http, f"{base}/healthz")
-                await wait_http(http, f"{control_url}/state")
+                await wait_http(f"{base}/healthz", http=http)
+                await wait_http(f"{control_url}/state", http=http)
                 sampling = asyncio.create_task(sampler.run())
                 load = Load(options, base, control_url, routes, ledger)
                 try:
