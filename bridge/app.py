@@ -17,6 +17,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from bridge import jsontext
 from bridge.audiocodes.conversation import Conversation
 from bridge.audiocodes.streaming import StreamingSession
 from bridge.config import Config, Route
@@ -245,6 +246,7 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
     # TLS to upstreams per `config.tls` (verified by default); no cookies shared between calls.
     gateway.http = aiohttp.ClientSession(
         cookie_jar=aiohttp.DummyCookieJar(),
+        json_serialize=jsontext.dumps,
         connector=aiohttp.TCPConnector(
             limit=0, limit_per_host=0, keepalive_timeout=30, ssl=app[UpstreamSslKey]
         ),

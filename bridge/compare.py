@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -166,13 +167,45 @@ def _path_pattern(path: str, prefix: bool) -> re.Pattern[str]:
     return re.compile(body + (r"(?:[.\[].*)?" if prefix else ""), re.DOTALL)
 
 
-@dataclass(frozen=True, slots=True)
 class _Hints:
-    noise: tuple[re.Pattern[str], ...]
-    normalizers: tuple[tuple[re.Pattern[str], Callable[[Any], Any]], ...]
+    """A node's noise paths and normalisers, with what they decide for each concrete path
+    remembered: the same few paths come back on every turn."""
+
+    __slots__ = ("_plans", "noise", "normalizers")
+
+    def __init__(
+        self,
+        noise: tuple[re.Pattern[str], ...],
+        normalizers: tuple[tuple[re.Pattern[str], Callable[[Any], Any]], ...],
+    ) -> None:
+        self.noise = noise
+        self.normalizers = normalizers
+        # path -> None (noise) or the normalisers that apply to it
+        self._plans: dict[str, tuple[Callable[[Any], Any], ...] | None] = {}
+
+    def plan(self, path: str) -> tuple[Callable[[Any], Any], ...] | None:
+        plan = self._plans.get(path, _UNPLANNED)
+        if plan is not _UNPLANNED:
+            return plan  # type: ignore[return-value]
+        if any(p.fullmatch(path) for p in self.noise):
+            plan = None
+        else:
+            plan = tuple(fn for pattern, fn in self.normalizers if pattern.fullmatch(path))
+        if len(self._plans) < _MAX_PLANNED_PATHS:  # paths are upstream data: bound the memory
+            self._plans[path] = plan
+        return plan
 
 
-def _hints(mappings: MappingSet, node: str, cache: dict[str, _Hints]) -> _Hints:
+_UNPLANNED = object()
+_MAX_PLANNED_PATHS = 4096
+# Hints per mapping set and node, kept as long as the mapping set is (a reload makes a new one).
+_HINTS: weakref.WeakKeyDictionary[MappingSet, dict[str, _Hints]] = weakref.WeakKeyDictionary()
+
+
+def _hints(mappings: MappingSet, node: str) -> _Hints:
+    cache = _HINTS.get(mappings)
+    if cache is None:
+        cache = _HINTS[mappings] = {}
     hints = cache.get(node)
     if hints is None:
         raw = mappings.compare_hints(node)
@@ -185,14 +218,14 @@ def _hints(mappings: MappingSet, node: str, cache: dict[str, _Hints]) -> _Hints:
 def _apply_hints(lifted: Mapping[str, Any], hints: _Hints) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for path, raw in lifted.items():
-        if any(p.fullmatch(path) for p in hints.noise):
+        plan = hints.plan(path)
+        if plan is None:
             continue
         value = raw
-        for pattern, fn in hints.normalizers:
-            if pattern.fullmatch(path):
-                # A normaliser that cannot handle a value leaves it as it is.
-                with contextlib.suppress(Exception):
-                    value = fn(value)
+        for fn in plan:
+            # A normaliser that cannot handle a value leaves it as it is.
+            with contextlib.suppress(Exception):
+                value = fn(value)
         if value is None and raw is not None:
             continue  # the normaliser said "no value" (e.g. drop_default)
         if isinstance(value, Mapping | list | tuple) and value:
@@ -281,14 +314,13 @@ class _Turn:
         self.primary = primary
         self.shadow = shadow
         self.mappings = mappings
-        self._hints: dict[str, _Hints] = {}
         self._diffs: dict[tuple[int, int], tuple[FieldDiff, ...]] = {}
 
     def diffs(self, i: int, j: int) -> tuple[FieldDiff, ...]:
         key = (i, j)
         found = self._diffs.get(key)
         if found is None:
-            hints = _hints(self.mappings, self.primary[i].node, self._hints)
+            hints = _hints(self.mappings, self.primary[i].node)
             p = _apply_hints(self.primary[i].lifted, hints)
             s = _apply_hints(self.shadow[j].lifted, hints)
             found = self._diffs[key] = _diff(p, s)
@@ -296,6 +328,8 @@ class _Turn:
 
     def align(self) -> list[tuple[int | None, int | None]]:
         n, m = len(self.primary), len(self.shadow)
+        if self._in_step():
+            return [(k, k) for k in range(n)]
         if n * m > _MAX_ALIGN_CELLS:
             return self._align_by_position()
         # best[i][j]: best score for primary[i:] against shadow[j:]. A pair is worth more than all
@@ -327,6 +361,15 @@ class _Turn:
         steps.extend((k, None) for k in range(i, n))
         steps.extend((None, k) for k in range(j, m))
         return steps
+
+    def _in_step(self) -> bool:
+        """Same kinds in the same order and every pair equal: pairing by position is then the
+        best alignment (most pairs, all exact), the usual turn, found without the full table."""
+        if len(self.primary) != len(self.shadow):
+            return False
+        if any(p.kind != s.kind for p, s in zip(self.primary, self.shadow, strict=True)):
+            return False
+        return not any(self.diffs(k, k) for k in range(len(self.primary)))
 
     def _align_by_position(self) -> list[tuple[int | None, int | None]]:
         steps: list[tuple[int | None, int | None]] = []
@@ -415,11 +458,11 @@ def record_metrics(
     """Count each item in acvg_shadow_comparisons_total and each mismatching field (as a bounded
     label, once per activity) in acvg_shadow_field_mismatches_total."""
     for item in comparison.items:
-        metrics.shadow_comparisons.labels(route=route, node=item.node, result=item.result).inc()
+        metrics.child(metrics.shadow_comparisons, route, item.node, item.result).inc()
         mapping = mappings.get(item.node) if mappings is not None else None
         if mapping is None:
             labels = (field_label(f) for f in item.fields)
         else:
             labels = (bounded_field(f, mapping.emitted_paths) for f in item.fields)
         for label in dict.fromkeys(labels):
-            metrics.shadow_field_mismatches.labels(route=route, node=item.node, field=label).inc()
+            metrics.child(metrics.shadow_field_mismatches, route, item.node, label).inc()

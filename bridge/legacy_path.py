@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -18,6 +17,7 @@ from urllib.parse import urljoin
 
 import aiohttp
 
+from bridge import jsontext
 from bridge.path import CallInfo, PathName, PathSink, PathStartError
 
 log = logging.getLogger("bridge.legacy_path")
@@ -145,7 +145,7 @@ class LegacyPath:
             if not raw.strip():
                 return {}
             try:
-                answer = json.loads(raw)
+                answer = jsontext.loads(raw)
             except ValueError as exc:
                 raise LegacyError("bad_response", "answer is not JSON") from exc
             if not isinstance(answer, dict):
@@ -185,7 +185,7 @@ class LegacyPath:
 
     async def _relay(self, text: str) -> None:
         try:
-            frame = json.loads(text)
+            frame = jsontext.loads(text)
         except ValueError:
             self._count_error("bad_push")
             return

@@ -6,6 +6,8 @@ node names from mapping files, fixed reason words — never numbers, ids or free
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import generate_latest
 
@@ -14,12 +16,15 @@ import bridge
 # Voice turns take a few ms (translated, fast app) to seconds (slow flows); 10 s is VAIC's horizon.
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+_M = TypeVar("_M", Counter, Gauge, Histogram)
+
 
 class Metrics:
     """Every metric the bridge exports, registered on its own registry."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         reg = self.registry
         self.build_info = Info("acvg_build", "Build information of acvg-bridge.", registry=reg)
         self.build_info.info({"version": bridge.__version__})
@@ -103,6 +108,15 @@ class Metrics:
             ["route", "reason"],
             registry=reg,
         )
+
+    def child(self, metric: _M, *values: str) -> _M:
+        """`metric.labels(*values)`, remembered: every turn asks for the same few children, and
+        label values are bounded (module doc), so the memo is too."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def exposition(self) -> bytes:
         """The text exposition format for `/metrics`."""

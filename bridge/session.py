@@ -143,8 +143,8 @@ class CallSession:
                 self.conversation.record_outputs(turn, outputs)
                 latency = self._loop.time() - started
                 if self.path is not None:
-                    self._metrics.turn_duration.labels(
-                        self.route_name, self.path, "primary"
+                    self._metrics.child(
+                        self._metrics.turn_duration, self.route_name, self.path, "primary"
                     ).observe(latency)
                 if response is not None and self._shadow is not None:
                     self._shadow.primary_turn(turn, outputs, latency)

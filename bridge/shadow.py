@@ -178,7 +178,8 @@ class ShadowRunner:
                 await asyncio.wait_for(self._changed.wait(), timeout)
         latency = self._loop.time() - started
         outputs = tuple(o for d in deliveries if d.channel is Channel.RESPONSE for o in d.outputs)
-        self._metrics.turn_duration.labels(self._info.route_name, self.name, "shadow").observe(
+        metrics = self._metrics
+        metrics.child(metrics.turn_duration, self._info.route_name, self.name, "shadow").observe(
             latency
         )
         self._shadow[turn] = (outputs, latency)

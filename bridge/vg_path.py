@@ -334,7 +334,8 @@ class VoiceGatewayPath:
             self._protocol.end("jambonz", now)
 
     def _accept(self, direction: str, translation: Translation, what: str) -> bool:
-        self._metrics.translations.labels(direction, translation.node, translation.result).inc()
+        metrics = self._metrics
+        metrics.child(metrics.translations, direction, translation.node, translation.result).inc()
         if translation.result == "ok":
             return True
         if what not in self._unmapped_logged:

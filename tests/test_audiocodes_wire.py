@@ -14,6 +14,7 @@ from bridge.audiocodes.wire import (
     activities_response,
     create_response,
     format_timestamp,
+    new_activity_id,
     probe_response,
     stamp,
 )
@@ -117,3 +118,23 @@ def test_wire_names() -> None:
     assert BotEvent.SEND_META_DATA.value == "sendMetaData"
     assert BotEvent.SEND_DTMF.value == "sendDtmf"
     assert BotEvent.RESUME_CALL_RECORDING.value == "resumeCallRecording"
+
+
+def test_activity_ids_are_distinct_version_4_uuids() -> None:
+    ids = [new_activity_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids[:50]:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_timestamp_text_follows_each_new_time() -> None:
+    first = datetime(2026, 1, 1, 12, 0, 0, 999_999, tzinfo=UTC)
+    assert format_timestamp(first) == "2026-01-01T12:00:00.999Z"
+    assert format_timestamp(first) == "2026-01-01T12:00:00.999Z"  # remembered
+    # equal instants in other zones or naive: the same text, never a stale one
+    berlin = first.astimezone(timezone(timedelta(hours=1)))
+    assert format_timestamp(berlin) == "2026-01-01T12:00:00.999Z"
+    assert format_timestamp(first.replace(tzinfo=None)) == "2026-01-01T12:00:00.999Z"
+    assert format_timestamp(first + timedelta(milliseconds=1)) == "2026-01-01T12:00:01.000Z"
+    assert format_timestamp(datetime(2026, 1, 1, tzinfo=UTC)) == "2026-01-01T00:00:00.000Z"

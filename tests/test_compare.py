@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import gc
 import json
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -418,3 +420,40 @@ def test_bounded_field_labels_stay_in_a_closed_set() -> None:
     assert bounded_field("sessionParams.anything", known) == "sessionParams.*"
     assert bounded_field("weird.key", known) == "other"
     assert bounded_field("name", known) == "name"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(ACTIVITY, max_size=5), st.lists(ACTIVITY, max_size=5), st.booleans())
+def test_the_in_step_shortcut_gives_what_the_full_alignment_gives(
+    primary: list[dict[str, Any]], shadow: list[dict[str, Any]], same: bool
+) -> None:
+    """The usual turn (same kinds, all equal) skips the alignment table: same answer."""
+    if same:
+        shadow = copy.deepcopy(primary)
+    fast = compare(primary, shadow)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("bridge.compare._Turn._in_step", lambda self: False)
+        full = compare(primary, shadow)
+    assert summary(fast) == summary(full)
+    assert fast.order_matches == full.order_matches
+
+
+def test_hint_plans_are_remembered_per_mapping_set_and_bounded() -> None:
+    from bridge import compare as module
+
+    mappings = load_mappings()
+    turn = [say("hi"), play("https://x/a.wav")]
+    assert all(
+        i.result is MATCH for i in compare_turn(turn, turn, mappings, primary_path="x").items
+    )
+    hints = module._HINTS[mappings]["say"]
+    assert hints.plan("id") is None  # noise
+    assert hints.plan("text")  # the say normalisers
+    for k in range(module._MAX_PLANNED_PATHS + 10):
+        hints.plan(f"value.k{k}")
+    assert len(hints._plans) == module._MAX_PLANNED_PATHS
+    assert hints.plan("value.unplanned") == ()  # still answered, just not kept
+    kept = weakref.ref(mappings)
+    del mappings, hints
+    gc.collect()
+    assert kept() is None  # the memo does not keep a replaced mapping set alive

@@ -222,7 +222,7 @@ async def readiness(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
 
 @contextlib.asynccontextmanager
 async def serving(
-    vg_sim: VGEndpointSim, tmp_path: Path, drain_timeout_s: float
+    vg_sim: VGEndpointSim, tmp_path: Path, drain_timeout_s: float, loop: str = "uvloop"
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """`python -m bridge serve` in a subprocess (route `r` on `vg_sim`), once it is ready."""
     port = free_port()
@@ -238,7 +238,7 @@ async def serving(
     with (tmp_path / "bridge.log").open("wb") as log_file:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bridge", "serve", "--config", str(config_file),
-            cwd=REPO, env=env, stdout=log_file, stderr=log_file,
+            "--loop", loop, cwd=REPO, env=env, stdout=log_file, stderr=log_file,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         try:
@@ -271,8 +271,11 @@ async def until_draining(http: aiohttp.ClientSession, url: str, calls: int) -> N
             await asyncio.sleep(0.02)
 
 
-async def test_sigterm_drains_then_exits_zero(vg_sim: VGEndpointSim, tmp_path: Path) -> None:
-    async with serving(vg_sim, tmp_path, drain_timeout_s=3) as (proc, url):
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+async def test_sigterm_drains_then_exits_zero(
+    vg_sim: VGEndpointSim, tmp_path: Path, loop: str
+) -> None:
+    async with serving(vg_sim, tmp_path, drain_timeout_s=3, loop=loop) as (proc, url):
         async with aiohttp.ClientSession() as http:
             caller = await http_call(url, http)
             assert caller.conversation_id is not None

@@ -236,3 +236,15 @@ async def test_label_values_are_bounded_under_traffic(traffic: Traffic) -> None:
             field = labels["field"]
             assert len(field) <= 120 and field.count(".") <= 4, (name, labels)
             assert not re.search(r"\[\d+\]", field), (name, labels)
+
+
+def test_child_is_the_labelled_child_remembered() -> None:
+    metrics = Metrics()
+    child = metrics.child(metrics.turn_duration, "r", "legacy", "primary")
+    assert child is metrics.child(metrics.turn_duration, "r", "legacy", "primary")
+    assert child is metrics.turn_duration.labels("r", "legacy", "primary")
+    child.observe(0.01)
+    metrics.child(metrics.translations, "to_audiocodes", "say", "ok").inc(2)
+    text = metrics.exposition().decode()
+    assert 'acvg_turn_duration_seconds_count{path="legacy",role="primary",route="r"} 1.0' in text
+    assert 'acvg_translations_total{direction="to_audiocodes",node="say",result="ok"} 2.0' in text

@@ -7,7 +7,7 @@ Bodies built here use plain `str` keys, not enum members, so any JSON encoder ta
 
 from __future__ import annotations
 
-import uuid
+import random
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
@@ -28,6 +28,7 @@ __all__ = [
     "conversation_path",
     "create_response",
     "format_timestamp",
+    "new_activity_id",
     "probe_response",
     "stamp",
 ]
@@ -190,19 +191,41 @@ class CloseCode(IntEnum):
     POLICY_VIOLATION = 1008
 
 
+# Activity ids only need to be unique, not unpredictable: a seeded Mersenne Twister draws the
+# 122 random bits of a uuid4 without the urandom syscall `uuid.uuid4()` makes for each one.
+_ids = random.Random()
+_UUID4_CLEAR = 0xF000 << 64 | 0xC000 << 48
+_UUID4_SET = 0x4000 << 64 | 0x8000 << 48
+# The outputs of one turn share their `at`: its text is kept for the next call.
+_last_timestamp: tuple[datetime, str] = (datetime.min, "")
+
+
+def new_activity_id() -> str:
+    """A random (version 4, RFC 4122 variant) UUID in its canonical text form."""
+    bits = _ids.getrandbits(128) & ~_UUID4_CLEAR | _UUID4_SET
+    h = f"{bits:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def format_timestamp(at: datetime) -> str:
     """ISO-8601 UTC with milliseconds and `Z`, as every reference bot writes it.
 
     A naive `at` is taken to be UTC.
     """
-    utc = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+    global _last_timestamp
+    last, text = _last_timestamp
+    if at == last and at.tzinfo is last.tzinfo:
+        return text
+    utc = at if at.tzinfo is None else at.astimezone(UTC).replace(tzinfo=None)
+    text = utc.isoformat(timespec="milliseconds") + "Z"
+    _last_timestamp = (at, text)
+    return text
 
 
 def stamp(activity: Mapping[str, object], at: datetime) -> dict[str, object]:
     """A copy of `activity` with a fresh uuid4 `id` and `timestamp` (any existing ones replaced)."""
     stamped: dict[str, object] = {
-        "id": str(uuid.uuid4()),
+        "id": new_activity_id(),
         "timestamp": format_timestamp(at),
     }
     for key, value in activity.items():

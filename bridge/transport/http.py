@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,7 +28,7 @@ from bridge.transport.vaic_ws import vaic_socket
 
 log = logging.getLogger("bridge.http")
 UNKNOWN_ROUTE = "_unknown"
-JSON_DUMPS = json.dumps
+JSON_DUMPS = jsontext.dumps
 
 Handler = Callable[[web.Request, Gateway, str, Route], Awaitable[web.StreamResponse]]
 # Per-conversation request buckets of HTTP mode, keyed (route, conversation id).

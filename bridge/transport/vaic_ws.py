@@ -13,6 +13,7 @@ import logging
 
 from aiohttp import WSMsgType, web
 
+from bridge import jsontext
 from bridge.app import Gateway
 from bridge.audiocodes.events import (
     ActivitiesReceived,
@@ -51,7 +52,7 @@ class VaicSocket:
         async with self._lock:
             for message in self._stream.messages_to_send():
                 try:
-                    await self._ws.send_str(json.dumps(message, separators=(",", ":")))
+                    await self._ws.send_str(jsontext.dumps(message))
                 except (ConnectionError, RuntimeError) as exc:
                     raise ConnectionError(str(exc)) from exc
             code = self._stream.close_requested

@@ -6,7 +6,6 @@ timeout, URL fragment stripped), sends JSON frames and hands received text to th
 
 from __future__ import annotations
 
-import json
 import ssl as ssl_lib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.typing import Subprotocol
 
+from bridge import jsontext
 from bridge.voicegateway.wire import SUBPROTOCOL
 
 # jambonz accepts 24 KiB frames from apps; we are the receiver here, and apps send large verb
@@ -46,7 +46,7 @@ class VoiceGatewaySocket:
     async def send_messages(self, messages: list[dict[str, Any]]) -> None:
         """Send each message as one JSON text frame, in order."""
         for message in messages:
-            await self._connection.send(json.dumps(message, separators=(",", ":")))
+            await self._connection.send(jsontext.dumps(message))
 
     async def receive(self) -> str | bytes | None:
         """The next frame, or None once the socket is closed."""

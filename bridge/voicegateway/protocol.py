@@ -39,7 +39,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-import secrets
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum, auto
@@ -101,12 +101,16 @@ _TRANSFER_VERBS = frozenset({Verb.DIAL, Verb.SIP_REFER})
 _DTMF_COMMAND_DURATION_MS = 250  # the dtmf command's default; the dtmf verb's is 500 (§3.1)
 
 
+_msgids = random.Random()
+
+
 def new_msgid() -> str:
     """A short-uuid-like message id: 22 base58 characters from 128 random bits (§1.2).
 
-    One draw of random bits, not one per character: this runs for every message (bench
-    profile, docs/benchmarks.md)."""
-    value = secrets.randbits(128)
+    One draw of random bits, not one per character, from a seeded non-cryptographic generator
+    (a msgid only has to be unique on its socket): this runs for every message (bench profile,
+    docs/benchmarks.md)."""
+    value = _msgids.getrandbits(128)
     chars = []
     for _ in range(22):
         value, digit = divmod(value, 58)
@@ -690,10 +694,13 @@ class CallProtocol:
         self._outbox.extend(held)
 
     def _payload(self, extra: Mapping[str, Any]) -> dict[str, Any]:
-        payload = copy.deepcopy(self._base)
+        # Shallow: a message shares nested values with `_base` and `_customer_data`, which are
+        # only ever replaced, never changed in place, and with `extra`, which the caller built
+        # for this message. Messages are serialized, never changed, by the driver.
+        payload = dict(self._base)
         if self._customer_data:
-            payload["customerData"] = copy.deepcopy(self._customer_data)
-        payload.update(copy.deepcopy(dict(extra)))
+            payload["customerData"] = self._customer_data
+        payload.update(extra)
         return payload
 
     def _queue_call_status(self, status: str, extra: Mapping[str, Any]) -> None:
