@@ -33,7 +33,7 @@ lint: venv
 
 typecheck: venv
 	$(BIN)/mypy
-	$(BIN)/mypy --strict tools
+	$(BIN)/mypy --strict tools bench
 
 fmt: venv
 	$(BIN)/ruff format bridge tests bench tools

@@ -94,7 +94,9 @@ BY_NAME = {c.name: c for c in CONFIGURATIONS}
 def bridge_config(vg_port: int, legacy_port: int) -> dict[str, Any]:
     """Routes `pass`, `vg` and `shadow` on one bridge; limits raised out of the way of the load."""
     upstreams = {
-        "voicegateway": {"url": f"ws://127.0.0.1:{vg_port}/"},
+        # The memory phase opens calls in bursts onto a simulator sharing its core with the load
+        # generator: handshakes can queue past the 1.5 s default, which would mean fallbacks.
+        "voicegateway": {"url": f"ws://127.0.0.1:{vg_port}/", "connect_timeout_ms": 5000},
         "legacy": {"url": f"http://127.0.0.1:{legacy_port}/", "token": TOKEN},
     }
     base = {

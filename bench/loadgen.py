@@ -11,28 +11,40 @@ the bridge would (`session:new`, then one `verb:hook` per turn), to time the sim
 Three ways to drive calls: `saturate` (closed loop, every call turns back to back), `paced`
 (open loop, the calls together do `rate` turns/s, each at its own fixed interval) and
 `open_idle` (create and start calls, then leave them idle).
+
+Each call has its own connection: an `http1.Connection` in HTTP mode, a `websockets` client in
+WebSocket mode; both cost far less per request than aiohttp's client, so the load side stays
+cheap next to what it measures.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
-import json
+import resource
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import SplitResult, urljoin, urlsplit
 
-import aiohttp
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
+
+from bench.http1 import Connection
 
 CALLEE = "+4930111000"  # the `support` flow's number on both simulators
 PROMPT = "How can I help you?"
 CALLER_BASE = 4915112300000
 _caller = itertools.count()
+# what a call's request or turn can fail with; OSError includes ConnectionError and TimeoutError
+_ERRORS = (OSError, ConnectionClosed, RuntimeError, ValueError)
 
 
 class Mode(StrEnum):
@@ -81,61 +93,83 @@ def _prompted(activities: Any) -> bool:
     )
 
 
+def _ws_connect(url: str, **options: Any) -> connect:
+    # no compression, no keepalive pings and no proxy from the environment, as aiohttp's client did
+    return connect(url, compression=None, ping_interval=None, proxy=None, **options)
+
+
+async def _ws_recv(ws: ClientConnection) -> Any:
+    return orjson.loads(await ws.recv(decode=False))
+
+
+def _target_of(url: SplitResult) -> str:
+    """The request target (path and query) of an absolute URL."""
+    path = url.path or "/"
+    return f"{path}?{url.query}" if url.query else path
+
+
 class Call:
     """One simulated VAIC call; `turn()` returns once the flow asked its question again."""
 
-    def __init__(self, http: aiohttp.ClientSession, target: Target) -> None:
-        self.http = http
+    def __init__(self, target: Target) -> None:
         self.target = target
-        self.headers = {"Authorization": f"Bearer {target.token}"}
         self.conversation = str(uuid.uuid4())
         self.turns = 0
-        self._urls: dict[str, str] = {}
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        url = urlsplit(target.bot_url)
+        self._origin = url.netloc
+        self._create = _target_of(url)
+        self._http = Connection(url.hostname or "127.0.0.1", url.port or 80)
+        self._headers = b"Content-Type: application/json\r\nAuthorization: Bearer %s\r\n" % (
+            target.token.encode()
+        )
+        self._paths: dict[str, str] = {}
+        self._ws: ClientConnection | None = None
 
-    async def _post(self, url: str, body: dict[str, Any]) -> Any:
-        async with self.http.post(url, json=body, headers=self.headers) as resp:
-            if resp.status != 200:
-                raise RuntimeError(f"HTTP {resp.status} from {url}")
-            return await resp.json(content_type=None)
+    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+        status, answer = await self._http.request("POST", path, orjson.dumps(body), self._headers)
+        if status != 200:
+            raise RuntimeError(f"HTTP {status} from {path}")
+        return orjson.loads(answer) if answer else None
 
     async def _ws_turn(self, activities: list[dict[str, Any]]) -> None:
         assert self._ws is not None
         message = {"type": "activities", "conversationId": self.conversation}
-        await self._ws.send_str(json.dumps({**message, "activities": activities}))
-        while True:
-            msg = await self._ws.receive(timeout=10)
-            if msg.type is not aiohttp.WSMsgType.TEXT:
-                raise RuntimeError(f"socket ended mid-turn ({msg.type.name})")
-            frame = json.loads(msg.data)
-            if frame.get("type") == "activities" and _prompted(frame.get("activities")):
-                return
+        await self._ws.send(orjson.dumps({**message, "activities": activities}), text=True)
+        async with asyncio.timeout(10):
+            while True:
+                frame = await _ws_recv(self._ws)
+                if frame.get("type") == "activities" and _prompted(frame.get("activities")):
+                    return
 
     async def start(self) -> float:
         """Open the call and play `start`; returns the seconds until the first prompt."""
         began = time.perf_counter()
         if self.target.mode is Mode.WS:
             url = self.target.bot_url.replace("http", "ws", 1)
-            self._ws = await self.http.ws_connect(url, headers=self.headers, compress=0)
-            await self._ws.send_str(
-                json.dumps(
-                    {
-                        "type": "session.initiate",
-                        "conversationId": self.conversation,
-                        "expectAudioMessages": False,
-                        "supportedMediaFormats": ["raw/lpcm16"],
-                    }
-                )
-            )
-            accepted = json.loads((await self._ws.receive(timeout=10)).data)
+            auth = {"Authorization": f"Bearer {self.target.token}"}
+            self._ws = await _ws_connect(url, additional_headers=auth)
+            initiate = {
+                "type": "session.initiate",
+                "conversationId": self.conversation,
+                "expectAudioMessages": False,
+                "supportedMediaFormats": ["raw/lpcm16"],
+            }
+            await self._ws.send(orjson.dumps(initiate), text=True)
+            async with asyncio.timeout(10):
+                accepted = await _ws_recv(self._ws)
             if accepted.get("type") != "session.accepted":
                 raise RuntimeError(f"session not accepted: {accepted.get('type')}")
             await self._ws_turn([_start_event()])
         else:
-            urls = await self._post(self.target.bot_url, {"conversation": self.conversation})
+            urls = await self._post(self._create, {"conversation": self.conversation})
             for key in ("activitiesURL", "disconnectURL"):
-                self._urls[key] = urljoin(self.target.bot_url, str(urls[key]))
-            answer = await self._post(self._urls["activitiesURL"], {"activities": [_start_event()]})
+                to = urlsplit(urljoin(self.target.bot_url, str(urls[key])))
+                if to.netloc != self._origin:
+                    raise RuntimeError(f"{key} on another host: {to.netloc}")
+                self._paths[key] = _target_of(to)
+            answer = await self._post(
+                self._paths["activitiesURL"], {"activities": [_start_event()]}
+            )
             if not _prompted(answer.get("activities")):
                 raise RuntimeError("no prompt after start")
         return time.perf_counter() - began
@@ -146,23 +180,45 @@ class Call:
         if self._ws is not None:
             await self._ws_turn(said)
             return
-        answer = await self._post(self._urls["activitiesURL"], {"activities": said})
+        answer = await self._post(self._paths["activitiesURL"], {"activities": said})
         if not _prompted(answer.get("activities")):
             raise RuntimeError("no prompt in the turn's answer")
 
     async def end(self) -> None:
-        with contextlib.suppress(aiohttp.ClientError, RuntimeError, TimeoutError):
+        """Hang up (if the call got that far) and close its connection."""
+        with contextlib.suppress(*_ERRORS):
             if self._ws is not None:
                 end = {"type": "session.end", "conversationId": self.conversation}
-                await self._ws.send_str(json.dumps({**end, "reasonCode": "client-disconnected"}))
-                await self._ws.close()
-            elif self._urls:
-                await self._post(self._urls["disconnectURL"], {"reasonCode": "client-disconnected"})
+                reason = {"reasonCode": "client-disconnected"}
+                await self._ws.send(orjson.dumps({**end, **reason}), text=True)
+            elif self._paths:
+                await self._post(
+                    self._paths["disconnectURL"], {"reasonCode": "client-disconnected"}
+                )
+        await self.close()
+
+    def rest(self) -> None:
+        """Let go of the HTTP connection until the next request (a no-op in WS mode): VAIC pools
+        its connections to a bot, so an idle call holds none of its own."""
+        self._http.close()
+
+    async def close(self) -> None:
+        """Close the call's connection without hanging up."""
+        self._http.close()
+        if self._ws is not None:
+            await self._ws.close()
 
 
-def _session(connections: int) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=connections, limit_per_host=connections)
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=15))
+def raise_fd_limit(needed: int) -> None:
+    """Raise this process's soft open-files limit to `needed` (at most to the hard limit): every
+    call holds its own socket. Processes started afterwards inherit the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    resource.setrlimit(
+        resource.RLIMIT_NOFILE,
+        (needed if hard == resource.RLIM_INFINITY else min(needed, hard), hard),
+    )
 
 
 async def _bounded(jobs: list[Callable[[], Awaitable[Any]]], concurrency: int) -> list[Any]:
@@ -176,14 +232,24 @@ async def _bounded(jobs: list[Callable[[], Awaitable[Any]]], concurrency: int) -
 
 
 async def _open(
-    http: aiohttp.ClientSession, target: Target, calls: int, phase: Phase, concurrency: int = 32
+    target: Target, calls: int, phase: Phase, concurrency: int = 32, rest: bool = False
 ) -> list[Call]:
-    opened = [Call(http, target) for _ in range(calls)]
-    results = await _bounded([c.start for c in opened], concurrency)
+    """Start `calls` calls; with `rest`, each lets go of its HTTP connection once started."""
+    opened = [Call(target) for _ in range(calls)]
+
+    async def start(call: Call) -> float:
+        began = await call.start()
+        if rest:
+            call.rest()
+        return began
+
+    results = await _bounded([functools.partial(start, c) for c in opened], concurrency)
     live = []
     for call, result in zip(opened, results, strict=True):
         if isinstance(result, BaseException):
             phase.errors += 1
+            with contextlib.suppress(*_ERRORS):
+                await call.close()
         else:
             phase.start_latencies.append(result)
             live.append(call)
@@ -203,8 +269,9 @@ async def _drive(
     """Open `calls` calls, let each do turns for `seconds` (waiting `pace(i)` s between the
     starts of its turns, None: back to back), then end them. Only the turns are timed."""
     phase = Phase()
-    async with _session(calls + 4) as http:
-        live = await _open(http, target, calls, phase)
+    raise_fd_limit(calls + 1024)
+    live = await _open(target, calls, phase)
+    try:
         before = probe() if probe is not None else 0.0
         began = time.perf_counter()
         deadline = began + seconds
@@ -224,7 +291,7 @@ async def _drive(
                     return
                 try:
                     await call.turn()
-                except (aiohttp.ClientError, RuntimeError, TimeoutError, ValueError):
+                except _ERRORS:
                     phase.errors += 1
                     return
                 phase.latencies.append(time.perf_counter() - sent)
@@ -233,6 +300,7 @@ async def _drive(
         await asyncio.gather(*(run(i, c) for i, c in enumerate(live)))
         phase.seconds = time.perf_counter() - began
         phase.probed = probe() - before if probe is not None else 0.0
+    finally:
         await _bounded([c.end for c in live], 32)
     return phase
 
@@ -255,7 +323,6 @@ class IdleCalls:
 
     phase: Phase
     calls: list[Call]
-    http: aiohttp.ClientSession
 
     async def turn_each(self, rate: float) -> int:
         """One turn on every call, `rate` turns/s overall; returns the turns done."""
@@ -265,7 +332,7 @@ class IdleCalls:
         async def one(index: int, call: Call) -> None:
             nonlocal done
             await asyncio.sleep(max(0.0, began + index / rate - time.perf_counter()))
-            with contextlib.suppress(aiohttp.ClientError, RuntimeError, TimeoutError):
+            with contextlib.suppress(*_ERRORS):
                 await call.turn()
                 done += 1
 
@@ -274,17 +341,16 @@ class IdleCalls:
 
     async def end(self) -> None:
         await _bounded([c.end for c in self.calls], 32)
-        await self.http.close()
 
 
 async def open_idle(target: Target, calls: int, concurrency: int = 32) -> IdleCalls:
     """Create and start `calls` calls (their first prompt answered) and leave them idle."""
-    http = _session(64)
+    raise_fd_limit(calls + 1024)
     phase = Phase()
     began = time.perf_counter()
-    live = await _open(http, target, calls, phase, concurrency)
+    live = await _open(target, calls, phase, concurrency, rest=True)
     phase.seconds = time.perf_counter() - began
-    return IdleCalls(phase, live, http)
+    return IdleCalls(phase, live)
 
 
 async def vg_direct(ws_url: str, calls: int, rate: float, seconds: float) -> Phase:
@@ -293,23 +359,25 @@ async def vg_direct(ws_url: str, calls: int, rate: float, seconds: float) -> Pha
     phase = Phase()
     msgids = itertools.count()
 
-    async def ask(ws: aiohttp.ClientWebSocketResponse, message: dict[str, Any]) -> Any:
+    async def ask(ws: ClientConnection, message: dict[str, Any]) -> Any:
         msgid = str(next(msgids))
-        await ws.send_str(json.dumps({**message, "msgid": msgid}))
-        while True:
-            reply = json.loads((await ws.receive(timeout=10)).data)
-            if reply.get("type") == "ack" and reply.get("msgid") == msgid:
-                return reply.get("data") or []
+        await ws.send(orjson.dumps({**message, "msgid": msgid}), text=True)
+        async with asyncio.timeout(10):
+            while True:
+                reply = await _ws_recv(ws)
+                if reply.get("type") == "ack" and reply.get("msgid") == msgid:
+                    return reply.get("data") or []
 
     def hook_of(verbs: list[dict[str, Any]]) -> str:
         return next(str(v["actionHook"]) for v in verbs if v.get("verb") == "gather")
 
-    async with aiohttp.ClientSession() as http:
-        sockets = []
-        hooks = []
+    sockets: list[tuple[ClientConnection, str]] = []
+    hooks = []
+    try:
         for _ in range(calls):
-            ws = await http.ws_connect(ws_url, protocols=("ws.jambonz.org",), compress=0)
+            ws = await _ws_connect(ws_url, subprotocols=[Subprotocol("ws.jambonz.org")])
             sid = str(uuid.uuid4())
+            sockets.append((ws, sid))
             began = time.perf_counter()
             verbs = await ask(
                 ws,
@@ -320,7 +388,6 @@ async def vg_direct(ws_url: str, calls: int, rate: float, seconds: float) -> Pha
                 },
             )
             phase.start_latencies.append(time.perf_counter() - began)
-            sockets.append((ws, sid))
             hooks.append(hook_of(verbs))
         interval = calls / rate
         began = time.perf_counter()
@@ -354,6 +421,7 @@ async def vg_direct(ws_url: str, calls: int, rate: float, seconds: float) -> Pha
 
         await asyncio.gather(*(run(i) for i in range(calls)))
         phase.seconds = time.perf_counter() - began
+    finally:
         for ws, _ in sockets:
             await ws.close()
     return phase

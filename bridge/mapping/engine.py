@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeGuard
 
 from bridge.errors import MappingError
 from bridge.mapping.schema import (
@@ -144,12 +144,28 @@ def parse_path(text: str) -> tuple[Step, ...]:
     return tuple(steps)
 
 
+def _is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    # A dict first: `isinstance(x, Mapping)` goes through ABC machinery, and nearly all is dicts.
+    return isinstance(value, (dict, Mapping))
+
+
+def _walk_keys(value: Any, keys: tuple[str, ...]) -> Any:
+    """`_walk` of a path of names only (most paths), without the per-step dispatch."""
+    for key in keys:
+        if not _is_mapping(value):
+            return MISSING
+        value = value.get(key)
+        if value is None:
+            return MISSING
+    return value
+
+
 def _walk(value: Any, steps: tuple[Step, ...]) -> Any:
     for pos, (kind, key) in enumerate(steps):
         if value is None:
             return MISSING
         if kind == _KEY:
-            if not isinstance(value, Mapping):
+            if not _is_mapping(value):
                 return MISSING
             value = value.get(key)
         elif kind == _INDEX:
@@ -236,6 +252,9 @@ class _Compiler:
                 self.fail(where, f"bad path {text!r}: unknown let name (defined: {known})")
                 return None
             return lambda s: _walk(s.lets, rest)
+        if all(kind == _KEY for kind, _ in steps):
+            keys = tuple(str(key) for _, key in steps)
+            return lambda s: _walk_keys(s.input, keys)
         return lambda s: _walk(s.input, steps)
 
     def transform(self, name: Any, where: str) -> Transform | None:
@@ -674,7 +693,7 @@ class Engine:
         `config` can match several nodes (session_config, call_recording); each part is counted
         under its own node. No match → one `unmapped` part.
         """
-        if not isinstance(verb, Mapping):
+        if not _is_mapping(verb):
             return [Translation(UNMAPPED_NODE, "error", error="verb is not an object")]
         name = verb.get("verb")
         candidates = self._by_verb.get(name) if isinstance(name, str) else None
@@ -699,7 +718,7 @@ class Engine:
         self, activity: Mapping[str, Any], ctx: Mapping[str, Any]
     ) -> Translation:
         """An activity from VAIC → the `data` of one jambonz message, and its kind (`message`)."""
-        if not isinstance(activity, Mapping):
+        if not _is_mapping(activity):
             return Translation(UNMAPPED_NODE, "error", error="activity is not an object")
         kind = activity.get("type")
         name = activity.get("name") if kind == "event" else None
@@ -741,7 +760,7 @@ class Engine:
             produced: list[dict[str, Any]] = []
             for key in mapping.nested_verbs:
                 sub = body.get(key)
-                if not isinstance(sub, Mapping):
+                if not _is_mapping(sub):
                     continue
                 for nested in self._by_verb.get(key, ()):
                     if nested.when is not None and not nested.when(Scope(sub, ctx)):
