@@ -68,7 +68,8 @@ class ShadowRunner:
             settle_s=route.turn_settle_ms / 1000,
             timeout_s=route.turn_timeout_ms / 1000,
         )
-        self._changed = asyncio.Event()
+        # resolved by whatever the path produces while a turn waits (see `_until_changed`)
+        self._wake: asyncio.Future[None] | None = None
         self._queue: asyncio.Queue[tuple[str, int, Any]] = asyncio.Queue(QUEUE_SIZE)
         self._path = make_path(name, info, self)
         self.name = name
@@ -123,18 +124,34 @@ class ShadowRunner:
 
     def emit(self, outputs: Sequence[dict[str, object]], *, turn_ending: bool = False) -> None:
         self._outbox.add_outputs(outputs, self._loop.time(), turn_ending=turn_ending)
-        self._changed.set()
+        self._notify()
 
     def set_busy(self, busy: bool) -> None:
         self._outbox.set_busy(busy, self._loop.time())
-        self._changed.set()
+        self._notify()
 
     def fail(self, reason: str) -> None:
         self._outbox.call_ended()
-        self._changed.set()
+        self._notify()
 
     async def settle(self) -> None:
-        self._changed.set()
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def _until_changed(self, deadline: float | None) -> None:
+        """Until the path produces something or `deadline` (loop time) passes. A future and a
+        timer handle: this runs on every shadow turn, where `wait_for` costs a task."""
+        wake = self._wake = self._loop.create_future()
+        timer = None if deadline is None else self._loop.call_at(deadline, _resolve, wake)
+        try:
+            await wake
+        finally:
+            self._wake = None
+            if timer is not None:
+                timer.cancel()
 
     # ---- the shadow's own task --------------------------------------------------------------
 
@@ -171,11 +188,7 @@ class ShadowRunner:
             deliveries = self._outbox.poll(self._loop.time())
             if deliveries:
                 break
-            deadline = self._outbox.deadline()
-            self._changed.clear()
-            timeout = None if deadline is None else max(0.0, deadline - self._loop.time())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout)
+            await self._until_changed(self._outbox.deadline())
         latency = self._loop.time() - started
         outputs = tuple(o for d in deliveries if d.channel is Channel.RESPONSE for o in d.outputs)
         metrics = self._metrics
@@ -216,3 +229,8 @@ class ShadowRunner:
             self._metrics.calls_active.labels(*labels).dec()
             reason = "dropped" if self._dropped else "ended"
             self._metrics.calls_ended.labels(*labels, reason).inc()
+
+
+def _resolve(wake: asyncio.Future[None]) -> None:
+    if not wake.done():
+        wake.set_result(None)

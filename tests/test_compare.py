@@ -443,9 +443,11 @@ def test_hint_plans_are_remembered_per_mapping_set_and_bounded() -> None:
 
     mappings = load_mappings()
     turn = [say("hi"), play("https://x/a.wav")]
-    assert all(
-        i.result is MATCH for i in compare_turn(turn, turn, mappings, primary_path="x").items
-    )
+    same = compare_turn(turn, turn, mappings, primary_path="x")
+    assert all(i.result is MATCH for i in same.items)
+    assert mappings not in module._HINTS  # equal activities: decided without the hints
+    spaced = compare_turn(turn, [say("  hi "), turn[1]], mappings, primary_path="x")
+    assert all(i.result is MATCH for i in spaced.items)
     hints = module._HINTS[mappings]["say"]
     assert hints.plan("id") is None  # noise
     assert hints.plan("text")  # the say normalisers
@@ -457,3 +459,33 @@ def test_hint_plans_are_remembered_per_mapping_set_and_bounded() -> None:
     del mappings, hints
     gc.collect()
     assert kept() is None  # the memo does not keep a replaced mapping set alive
+
+
+@pytest.mark.parametrize(
+    ("primary", "shadow"),
+    [
+        ({"type": "event", "name": "x", "value": True}, {"type": "event", "name": "x", "value": 1}),
+        ({"type": "event", "name": "x", "value": 1}, {"type": "event", "name": "x", "value": 1.5}),
+        ({"type": "message", "text": "a", "value": [1]}, {"type": "message", "text": "a"}),
+        ({"type": "message", "text": "a"}, {"type": "message", "text": "a", "x": None}),
+    ],
+)
+def test_the_equality_shortcut_never_hides_a_difference(
+    primary: dict[str, Any], shadow: dict[str, Any]
+) -> None:
+    assert compare([primary], [shadow]).items[0].result is MISMATCH
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(ACTIVITY, max_size=4), st.lists(ACTIVITY, max_size=4), st.booleans())
+def test_the_equality_shortcut_agrees_with_the_field_comparison(
+    primary: list[dict[str, Any]], shadow: list[dict[str, Any]], same: bool
+) -> None:
+    if same:
+        shadow = copy.deepcopy(primary)
+    fast = compare(primary, shadow)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("bridge.compare._same_activity", lambda a, b: False)
+        slow = compare(primary, shadow)
+    assert summary(fast) == summary(slow)
+    assert fast.order_matches == slow.order_matches
