@@ -82,7 +82,8 @@ async def serve_sims(vg_port: int, legacy_port: int) -> None:
     from bridge.sim.legacy_endpoint import LegacyEndpointSim
     from bridge.sim.vg_endpoint import VGEndpointSim
 
-    async with VGEndpointSim(port=vg_port), LegacyEndpointSim(token=TOKEN, port=legacy_port):
+    vg = VGEndpointSim(port=vg_port, record=False)
+    async with vg, LegacyEndpointSim(token=TOKEN, port=legacy_port, record=False):
         await asyncio.Event().wait()
 
 
@@ -161,6 +162,19 @@ class Stack:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
+    async def quiet(self, timeout_s: float = 5.0) -> None:
+        """Until every server process is idle (the last phase's hang-ups and closing sockets
+        done), so one phase's tail does not land in the next one's latencies."""
+        pids = [p.pid for p in self.procs if p.poll() is None]
+        deadline = time.monotonic() + timeout_s
+        before = [cpu_seconds(pid) for pid in pids]
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            now = [cpu_seconds(pid) for pid in pids]
+            if all(b - a < 0.01 for a, b in zip(before, now, strict=True)):  # < 5 % of a core
+                return
+            before = now
+
     def target(self, config: Configuration) -> loadgen.Target:
         mode = loadgen.Mode.WS if config.ws_mode else loadgen.Mode.HTTP
         if config.hop is Hop.DIRECT:
@@ -203,6 +217,7 @@ async def run_saturation(stack: Stack, res: Results, configs: list[Configuration
     for rnd in range(res.rounds):
         for config in _rotated(configs, rnd):
             probe = stack.cpu_probe(config)
+            await stack.quiet()
             phase = await loadgen.saturate(stack.target(config), res.calls, res.seconds, probe)
             res.errors += phase.errors
             res.saturation.setdefault(config.name, []).append(phase.rate)
@@ -225,6 +240,7 @@ async def run_latency(stack: Stack, res: Results, configs: list[Configuration]) 
                 rate = level * sat[load_of]
                 if rate <= 0:  # its saturation phase failed (counted in the errors)
                     continue
+                await stack.quiet()
                 if name == "vg_sim":
                     phase = await loadgen.vg_direct(
                         f"ws://127.0.0.1:{stack.vg_port}/", res.calls, rate, res.seconds

@@ -663,3 +663,15 @@ async def test_explicit_overrides_and_unknown_flow() -> None:
     assert FLOWS["menu"].node("thanks").params["text"] == "Thank you."
     with pytest.raises(ConfigError):
         LegacyEndpointSim(FLOWS, overrides={"ghost": {}})
+
+
+async def test_without_recording_nothing_is_kept_after_the_call(
+    http: aiohttp.ClientSession,
+) -> None:
+    scenario = SCENARIOS[0]
+    async with LegacyEndpointSim(FLOWS, token=TOKEN, record=False) as sim:
+        result = await run_scenario(
+            scenario, "", TOKEN, session=http, bot_url=sim.url(scenario.flow), settle=0.05
+        )
+        assert result.passed, result.render()
+        assert sim.requests == [] and sim.calls == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -244,3 +245,19 @@ async def test_stop_closes_open_sockets(http: aiohttp.ClientSession) -> None:
         assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     await sim.calls["c8"].closed.wait()
     assert sim.calls["c8"].close_code is not None
+
+
+async def test_without_recording_a_call_is_forgotten_when_its_socket_closes(
+    http: aiohttp.ClientSession,
+) -> None:
+    sim = await start(record=False)
+    try:
+        async with http.ws_connect(sim.url("support"), protocols=(SUBPROTOCOL,)) as ws:
+            await ws.send_json(session_new("c1"))
+            assert (await receive(ws))["type"] == "ack"
+            assert sim.calls["c1"].received == [] and sim.calls["c1"].sent == []
+        async with asyncio.timeout(5):
+            while sim.calls:
+                await asyncio.sleep(0.01)
+    finally:
+        await sim.stop()

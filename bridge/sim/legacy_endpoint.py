@@ -148,7 +148,8 @@ class LegacyEndpointSim:
     `overrides` (`{flow: {node id: {param: value}}}`, see `flow.override_flow`) and
     `divergent` (apply `DIVERGENT_OVERRIDES`) make this side run a variant of the flows.
     `fail_with` set to a status (e.g. 503) fails every authorized request with it until reset
-    to None.
+    to None. `record=False` (benchmarks) keeps no request log and forgets a call once it is
+    disconnected, so memory stays flat over millions of turns.
     """
 
     def __init__(
@@ -165,6 +166,7 @@ class LegacyEndpointSim:
         host: str = "127.0.0.1",
         port: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        record: bool = True,
     ) -> None:
         base = dict(flows) if flows is not None else load_flows()
         changes: dict[str, Mapping[str, Mapping[str, Any]]] = {}
@@ -180,6 +182,7 @@ class LegacyEndpointSim:
         self.host = host
         self.port = port
         self.clock = clock
+        self.record = record
         self.fail_with: int | None = None
         self.calls: dict[str, LegacyCall] = {}
         self.requests: list[RecordedRequest] = []
@@ -263,6 +266,8 @@ class LegacyEndpointSim:
         entry = RecordedRequest(
             kind, request.method, request.path, response.status, body, conversation_id
         )
+        if not self.record:
+            return response
         self.requests.append(entry)
         call = self.calls.get(conversation_id or "")
         if call is not None:
@@ -522,6 +527,8 @@ class LegacyEndpointSim:
     async def _end(self, call: LegacyCall, body: Mapping[str, Any]) -> None:
         call.disconnect = dict(body)
         call.ended.set()
+        if not self.record:
+            self.calls.pop(call.conversation_id, None)
         socket = call._socket
         if socket is not None and not socket.closed:
             await socket.close(code=1000, message=b"conversation ended")

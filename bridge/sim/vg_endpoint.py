@@ -80,6 +80,7 @@ class VGEndpointSim:
 
     URL path `/<flow-name>` (last path segment) selects a flow; `/` selects by the callee (`to`
     in `session:new`) against the flows' `numbers`, falling back to a flow named `default`.
+    `record=False` (benchmarks) keeps no message log and forgets a call once its socket closes.
     """
 
     def __init__(
@@ -94,6 +95,7 @@ class VGEndpointSim:
         port: int = 0,
         command_delay: float = 0.02,
         reply_delay: float = 0.0,
+        record: bool = True,
     ) -> None:
         self.flows: dict[str, Flow] = dict(flows) if flows is not None else load_flows()
         self.reply = ReplyMode(reply) if reply is not None else None
@@ -104,6 +106,7 @@ class VGEndpointSim:
         self.port = port
         self.command_delay = command_delay
         self.reply_delay = reply_delay
+        self.record = record
         self.calls: dict[str, SimCall] = {}
         self.stray: list[dict[str, Any]] = []
         self._runner: web.AppRunner | None = None
@@ -204,6 +207,8 @@ class VGEndpointSim:
             if call is not None:
                 call.close_code = ws.close_code
                 call.closed.set()
+                if not self.record:
+                    self.calls.pop(call.call_sid, None)
         return ws
 
     async def _receive(
@@ -223,7 +228,8 @@ class VGEndpointSim:
         if call is None:
             self.stray.append(msg)
             return None
-        call.received.append(msg)
+        if self.record:
+            call.received.append(msg)
         if msg_type == "session:new" and call.run is not None:
             call.started = True
             await self._answer(ws, call, msg, call.run.start(), first=True)
@@ -318,7 +324,8 @@ class VGEndpointSim:
     ) -> None:
         if ws.closed:
             return
-        call.sent.append(message)
+        if self.record:
+            call.sent.append(message)
         try:
             await ws.send_str(json.dumps(message))
         except ConnectionError:
