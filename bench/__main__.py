@@ -48,6 +48,7 @@ LOAD_OF = {
     "shadow": "passthrough",
     "translated": "translated",
     "translated_ws": "translated_ws",
+    "translated_uvloop": "translated",
     "vg_sim": "translated",
 }
 MARK_START = "<!-- bench:results -->"
@@ -97,7 +98,8 @@ class Stack:
     legacy_port: int = field(default_factory=free_port)
     nginx_port: int = field(default_factory=free_port)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    bridge: subprocess.Popen[bytes] | None = None
+    # per event loop (`Configuration.loop`): the process and its port
+    bridges: dict[str, tuple[subprocess.Popen[bytes], int]] = field(default_factory=dict)
     nginx: subprocess.Popen[bytes] | None = None
     bridge_port: int = 0
 
@@ -106,7 +108,8 @@ class Stack:
         self.procs.append(proc)
         return proc
 
-    def start_bridge(self) -> subprocess.Popen[bytes]:
+    def start_bridge(self, loop: str = "asyncio") -> subprocess.Popen[bytes]:
+        """A bridge on the benchmark's config and a fresh port (`self.bridge_port`)."""
         cfg = self.tmp / "bridge.yaml"
         cfg.write_text(yaml.safe_dump(bridge_config(self.vg_port, self.legacy_port)))
         self.bridge_port = free_port()
@@ -122,11 +125,13 @@ class Stack:
                 str(cfg),
                 "--listen",
                 f"127.0.0.1:{self.bridge_port}",
+                "--loop",
+                loop,
             ],
             self.cpu,
         )
 
-    async def start(self, with_nginx: bool) -> None:
+    async def start(self, with_nginx: bool, configs: list[Configuration]) -> None:
         sims_cpu = None if self.cpu is None else 1
         self.spawn(
             [
@@ -146,8 +151,9 @@ class Stack:
             )
             nginx = shutil.which("nginx") or "nginx"
             self.nginx = self.spawn([nginx, "-c", str(conf), "-p", str(self.tmp)], None)
-        self.bridge = self.start_bridge()
-        await wait_http(f"http://127.0.0.1:{self.bridge_port}/healthz")
+        for loop in sorted({c.loop for c in configs if c.hop is Hop.BRIDGE}):
+            self.bridges[loop] = (self.start_bridge(loop), self.bridge_port)
+            await wait_http(f"http://127.0.0.1:{self.bridge_port}/healthz")
         await wait_http(f"http://127.0.0.1:{self.legacy_port}/")
         if with_nginx:
             await wait_http(f"http://127.0.0.1:{self.nginx_port}/")
@@ -181,11 +187,12 @@ class Stack:
             return loadgen.Target(f"http://127.0.0.1:{self.legacy_port}/", TOKEN, mode)
         if config.hop is Hop.NGINX:
             return loadgen.Target(f"http://127.0.0.1:{self.nginx_port}/", TOKEN, mode)
-        return loadgen.Target(f"http://127.0.0.1:{self.bridge_port}/ac/{config.route}", TOKEN, mode)
+        port = self.bridges[config.loop][1]
+        return loadgen.Target(f"http://127.0.0.1:{port}/ac/{config.route}", TOKEN, mode)
 
     def cpu_probe(self, config: Configuration) -> loadgen.Probe | None:
-        if config.hop is Hop.BRIDGE and self.bridge is not None:
-            pid = self.bridge.pid
+        if config.hop is Hop.BRIDGE and config.loop in self.bridges:
+            pid = self.bridges[config.loop][0].pid
             return lambda: cpu_seconds(pid)
         if config.hop is Hop.NGINX and self.nginx is not None:
             master = self.nginx.pid
@@ -539,7 +546,7 @@ async def main(args: argparse.Namespace) -> Results:
     if cpu is None:
         res.notes.append("one core only: nothing pinned; the load shares the bridge's core.")
     with stack_running(cpu) as stack:
-        await stack.start(with_nginx)
+        await stack.start(with_nginx, configs)
         print("warm-up", flush=True)
         for config in configs:
             await loadgen.saturate(stack.target(config), 8, 0.5)

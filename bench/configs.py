@@ -28,6 +28,7 @@ class Configuration:
     baseline: str | None
     description: str
     ws_mode: bool = False
+    loop: str = "asyncio"  # the bridge's event loop (`serve --loop`)
 
 
 CONFIGURATIONS: tuple[Configuration, ...] = (
@@ -68,6 +69,16 @@ CONFIGURATIONS: tuple[Configuration, ...] = (
         "`verb:hook` to the simulated VG endpoint (answering in the ack at once) and its verbs are "
         "translated back. Baseline: the VG simulator's own time per hook, measured alone "
         "(`vg_sim`).",
+    ),
+    Configuration(
+        "translated_uvloop",
+        "bridge translated, uvloop",
+        Hop.BRIDGE,
+        "vg",
+        "vg_sim",
+        "As `translated`, with the bridge on uvloop (`serve --loop uvloop`) instead of the "
+        "standard asyncio loop: what uvloop would be worth.",
+        loop="uvloop",
     ),
     Configuration(
         "translated_ws",

@@ -222,7 +222,7 @@ async def readiness(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
 
 @contextlib.asynccontextmanager
 async def serving(
-    vg_sim: VGEndpointSim, tmp_path: Path, drain_timeout_s: float, loop: str = "uvloop"
+    vg_sim: VGEndpointSim, tmp_path: Path, drain_timeout_s: float, loop: str = "asyncio"
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """`python -m bridge serve` in a subprocess (route `r` on `vg_sim`), once it is ready."""
     port = free_port()
@@ -271,7 +271,7 @@ async def until_draining(http: aiohttp.ClientSession, url: str, calls: int) -> N
             await asyncio.sleep(0.02)
 
 
-@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 async def test_sigterm_drains_then_exits_zero(
     vg_sim: VGEndpointSim, tmp_path: Path, loop: str
 ) -> None:
