@@ -359,6 +359,14 @@ def _added(res: Results, name: str, level: float, key: str) -> float:
     return median([a[key] - b[key] for a, b in zip(mine, theirs, strict=False)])
 
 
+def _ratio_verdict(mine: float, theirs: float, factor: float) -> bool | None:
+    """`mine <= factor * theirs`, or None (unclear) when a baseline's own p99 moved by more than
+    the difference in this run (an added latency at or below zero)."""
+    if not (mine > 0 and theirs > 0):
+        return None
+    return mine <= factor * theirs
+
+
 def verdicts(res: Results) -> list[tuple[str, str, bool | None]]:
     sat = {k: median(v) for k, v in res.saturation.items()}
     cpu = {k: median(v) for k, v in res.cpu_per_turn.items()}
@@ -372,7 +380,7 @@ def verdicts(res: Results) -> list[tuple[str, str, bool | None]]:
                 f"{sat['translated']:,.0f} turns/s measured (bridge core "
                 f"{100 * median(res.core_busy.get('translated', [])):.0f} % busy; CPU-bound "
                 f"capacity {capacity:,.0f}/s), added p99 {p99:.2f} ms",
-                sat["translated"] >= 2000 and p99 <= 1.0,
+                sat["translated"] >= 2000 and p99 <= 1.0 if p99 > 0 else None,
             )
         )
     if "passthrough" in sat and "nginx" in sat:
@@ -383,7 +391,7 @@ def verdicts(res: Results) -> list[tuple[str, str, bool | None]]:
                 f"{mine:.2f} ms vs nginx {theirs:.2f} ms (x{mine / theirs:.1f})"
                 if theirs > 0
                 else f"{mine:.2f} ms vs nginx {theirs:.2f} ms",
-                mine <= 1.5 * max(theirs, 0.0),
+                _ratio_verdict(mine, theirs, 1.5),
             )
         )
     if "shadow" in cpu and "passthrough" in cpu:
@@ -400,7 +408,7 @@ def verdicts(res: Results) -> list[tuple[str, str, bool | None]]:
             (
                 "shadow: primary added p99 within 10 % (50 % of pass-through load)",
                 f"{mine:.2f} ms vs {theirs:.2f} ms",
-                mine <= 1.1 * theirs,
+                _ratio_verdict(mine, theirs, 1.1),
             )
         )
     if res.memory:
@@ -483,7 +491,8 @@ def render(res: Results, elapsed: float) -> str:
         "|---|---|---|",
     ]
     for name, measured, met in verdicts(res):
-        out.append(f"| {name} | {measured} | {'yes' if met else 'no'} |")
+        word = "unclear (noisy baseline)" if met is None else "yes" if met else "no"
+        out.append(f"| {name} | {measured} | {word} |")
     out += ["", "### Per configuration", "", table(res), ""]
     if mem:
         out += [

@@ -96,3 +96,21 @@ def test_report_and_nginx_config() -> None:
     conf = nginx_config("/tmp/x", 8081, 9091, 0)
     assert "listen 127.0.0.1:8081;" in conf and "server 127.0.0.1:9091;" in conf
     assert "worker_cpu_affinity 1;" in conf
+
+
+def test_a_target_against_a_baseline_noisier_than_the_difference_is_unclear() -> None:
+    res = Results(rounds=1, seconds=1.0, calls=2)
+    for name in ("direct", "nginx", "passthrough", "shadow"):
+        res.saturation[name] = [1000.0]
+    res.cpu_per_turn.update({"nginx": [0.0001], "passthrough": [0.0003], "shadow": [0.0004]})
+    p99 = {"direct": 5.0, "nginx": 2.0, "passthrough": 3.0, "shadow": 6.0}  # direct's outlier
+    for name, value in p99.items():
+        res.latency[(name, 0.5)] = [{"p50": 1.0, "p99": value, "p999": value, "rate": 500.0}]
+    found = {target: met for target, _, met in verdicts(res)}
+    assert found["pass-through added p99 ≤ 1.5x nginx's (50 % load)"] is None
+    assert found["shadow CPU/turn ≤ 1.6x shadow off"] is True
+    assert "| unclear (noisy baseline) |" in render(res, 1.0)
+    res.latency[("direct", 0.5)] = [{"p50": 1.0, "p99": 1.0, "p999": 1.0, "rate": 500.0}]
+    found = {target: met for target, _, met in verdicts(res)}
+    assert found["pass-through added p99 ≤ 1.5x nginx's (50 % load)"] is False  # 2.0 vs 1.0
+    assert found["shadow: primary added p99 within 10 % (50 % of pass-through load)"] is False
