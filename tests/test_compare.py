@@ -422,22 +422,6 @@ def test_bounded_field_labels_stay_in_a_closed_set() -> None:
     assert bounded_field("name", known) == "name"
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(ACTIVITY, max_size=5), st.lists(ACTIVITY, max_size=5), st.booleans())
-def test_the_in_step_shortcut_gives_what_the_full_alignment_gives(
-    primary: list[dict[str, Any]], shadow: list[dict[str, Any]], same: bool
-) -> None:
-    """The usual turn (same kinds, all equal) skips the alignment table: same answer."""
-    if same:
-        shadow = copy.deepcopy(primary)
-    fast = compare(primary, shadow)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("bridge.compare._Turn._in_step", lambda self: False)
-        full = compare(primary, shadow)
-    assert summary(fast) == summary(full)
-    assert fast.order_matches == full.order_matches
-
-
 def test_hint_plans_are_remembered_per_mapping_set_and_bounded() -> None:
     from bridge import compare as module
 
@@ -476,16 +460,26 @@ def test_the_equality_shortcut_never_hides_a_difference(
     assert compare([primary], [shadow]).items[0].result is MISMATCH
 
 
+# Each shortcut switched off in turn must give the answer the full comparison gives: the usual
+# turn (same kinds, all equal) skips the alignment table, and equal activities skip the lifting.
+SHORTCUTS = {
+    "in_step": ("bridge.compare._Turn._in_step", lambda self: False),
+    "equality": ("bridge.compare._same_activity", lambda a, b: False),
+}
+
+
+@pytest.mark.parametrize("shortcut", sorted(SHORTCUTS))
 @settings(max_examples=200, deadline=None)
-@given(st.lists(ACTIVITY, max_size=4), st.lists(ACTIVITY, max_size=4), st.booleans())
-def test_the_equality_shortcut_agrees_with_the_field_comparison(
-    primary: list[dict[str, Any]], shadow: list[dict[str, Any]], same: bool
+@given(st.lists(ACTIVITY, max_size=5), st.lists(ACTIVITY, max_size=5), st.booleans())
+def test_a_shortcut_gives_what_the_full_comparison_gives(
+    shortcut: str, primary: list[dict[str, Any]], shadow: list[dict[str, Any]], same: bool
 ) -> None:
     if same:
         shadow = copy.deepcopy(primary)
     fast = compare(primary, shadow)
+    target, off = SHORTCUTS[shortcut]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("bridge.compare._same_activity", lambda a, b: False)
-        slow = compare(primary, shadow)
-    assert summary(fast) == summary(slow)
-    assert fast.order_matches == slow.order_matches
+        patch.setattr(target, off)
+        full = compare(primary, shadow)
+    assert summary(fast) == summary(full)
+    assert fast.order_matches == full.order_matches
