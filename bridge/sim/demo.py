@@ -130,7 +130,10 @@ def demo_config(
     route: dict[str, Any] = {
         "token": DEMO_TOKEN,
         "default_region": "DE",
-        "turn_settle_ms": 150,
+        # The simulated VG endpoint sends later outputs 20 ms after its ack: 300 ms leaves room
+        # for a loaded machine (a garbage-collector pause in a long test process) before a turn
+        # is cut early, which would show as a failed scenario and a shadow mismatch.
+        "turn_settle_ms": 300,
         "sip_headers": {"callIdentification": "X-Conversation-ID"},
         "voicegateway": {"url": vg_url},
     }
