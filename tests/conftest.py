@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,15 @@ from aiohttp import web
 
 from bridge.app import GatewayKey, create_app
 from bridge.config import Config, parse_config
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _short_gc_pauses() -> None:
+    """What earlier test modules left alive is moved out of the collector's way: in one long
+    test process a full collection walked it all and paused the loop for up to 400 ms, enough to
+    cut a timed turn (turn_settle_ms) short in a test that otherwise passes."""
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass
