@@ -36,7 +36,7 @@ import yaml
 from bench import loadgen
 from bench.configs import BY_NAME, CONFIGURATIONS, TOKEN, Configuration, Hop, bridge_config
 from bench.configs import nginx_config as make_nginx_config
-from bench.procs import cpu_seconds, free_port, rss_bytes, wait_http
+from bench.procs import bridge_command, cpu_seconds, free_port, rss_bytes, wait_http
 
 BRIDGE_CPU = 0
 LEVELS = (0.5, 0.8)
@@ -113,23 +113,7 @@ class Stack:
         cfg = self.tmp / "bridge.yaml"
         cfg.write_text(yaml.safe_dump(bridge_config(self.vg_port, self.legacy_port)))
         self.bridge_port = free_port()
-        return self.spawn(
-            [
-                sys.executable,
-                "-m",
-                "bridge",
-                "--log-level",
-                "WARNING",
-                "serve",
-                "--config",
-                str(cfg),
-                "--listen",
-                f"127.0.0.1:{self.bridge_port}",
-                "--loop",
-                loop,
-            ],
-            self.cpu,
-        )
+        return self.spawn(bridge_command(cfg, self.bridge_port, loop), self.cpu)
 
     async def start(self, with_nginx: bool, configs: list[Configuration]) -> None:
         sims_cpu = None if self.cpu is None else 1

@@ -5,10 +5,19 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
 import aiohttp
+
+
+def bridge_command(config: Path, port: int, loop: str = "asyncio") -> list[str]:
+    """`python -m bridge serve` on `config`, listening on 127.0.0.1:`port`, warnings only."""
+    return [
+        sys.executable, "-m", "bridge", "--log-level", "WARNING", "serve",
+        "--config", str(config), "--listen", f"127.0.0.1:{port}", "--loop", loop,
+    ]  # fmt: skip
 
 
 def free_port() -> int:

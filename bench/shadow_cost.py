@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from bench.procs import cpu_seconds, free_port, wait_http
+from bench.procs import bridge_command, cpu_seconds, free_port, wait_http
 
 TOKEN = "bench"
 CALLER_BASE = 4915112300000
@@ -101,20 +101,7 @@ async def main(calls: int, concurrency: int, rounds: int) -> dict[str, dict[str,
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "bench.yaml"
         cfg.write_text(yaml.safe_dump(config(vg_port, legacy_port)))
-        bridge = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bridge",
-                "--log-level",
-                "WARNING",
-                "serve",
-                "--config",
-                str(cfg),
-                "--listen",
-                f"127.0.0.1:{bridge_port}",
-            ]
-        )
+        bridge = subprocess.Popen(bridge_command(cfg, bridge_port))
         base = f"http://127.0.0.1:{bridge_port}"
         try:
             await wait_http(f"{base}/healthz")

@@ -650,12 +650,9 @@ class CallProtocol:
         if hook is not None:
             msg["hook"] = hook
         msg["data"] = data
-        if self._graceful:
-            pass  # the app closed the socket with 1000: Voice Gateway drops every later frame
-        elif self._held is not None:
-            self._held.append(msg)
-        else:
-            self._outbox.append(msg)
+        # After the app closed the socket with 1000, Voice Gateway drops every later frame.
+        if not self._graceful:
+            (self._outbox if self._held is None else self._held).append(msg)
         return msgid, msg
 
     def _send_acked(

@@ -9,6 +9,7 @@ guard that turns unhandled task exceptions and ERROR log records into failures. 
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import base64
 import contextlib
@@ -178,21 +179,21 @@ def save_case(surface: str, name: str, case: Any, note: str) -> Path:
 # ---- surfaces --------------------------------------------------------------------------------
 
 
-class Surface:
+class Surface(abc.ABC):
     """One input surface: its cases, and the invariants every case must keep."""
 
     name = ""
 
-    def cases(self) -> st.SearchStrategy[Any]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def cases(self) -> st.SearchStrategy[Any]: ...
 
-    async def setup(self) -> None:
+    async def setup(self) -> None:  # noqa: B027 - an optional hook: most surfaces start nothing
         pass
 
-    async def check(self, case: Any) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def check(self, case: Any) -> None: ...
 
-    async def teardown(self) -> None:
+    async def teardown(self) -> None:  # noqa: B027 - an optional hook, like setup
         pass
 
 
@@ -264,21 +265,8 @@ def _check_json_answer(status: int, content_type: str, raw: bytes, what: str) ->
                 expect(body["error"] in ("over_capacity", "draining"), f"{what}: 503 {body}")
 
 
-class HttpSurface(Surface):
-    """The VAIC-facing HTTP routes with hostile paths, headers and bodies; a good call keeps
-    being served alongside."""
-
-    name = "http"
-    GOOD_CALL_EVERY = 1
-
-    def cases(self) -> st.SearchStrategy[Any]:
-        return st.fixed_dictionaries(
-            {
-                "route": st.sampled_from(["r", "live"]),
-                "start": st.none() | st.just(START) | S.start_activity,
-                "requests": st.lists(S.http_request(), min_size=1, max_size=4),
-            }
-        )
+class _BridgeOnSimSurface(Surface):
+    """A bridge with route `live` on the simulated VG endpoint and route `r` on a closed port."""
 
     async def setup(self) -> None:
         self.sim = VGEndpointSim(command_delay=0.001)
@@ -297,14 +285,34 @@ class HttpSurface(Surface):
                 }
             )
         )
-        self.examples = 0
-        self.good = str(uuid.uuid4())
-        await self._good_start(self.good)
 
     async def teardown(self) -> None:
         await self.bridge.reap()
         await self.bridge.stop()
         await self.sim.stop()
+
+
+class HttpSurface(_BridgeOnSimSurface):
+    """The VAIC-facing HTTP routes with hostile paths, headers and bodies; a good call keeps
+    being served alongside."""
+
+    name = "http"
+    GOOD_CALL_EVERY = 1
+
+    def cases(self) -> st.SearchStrategy[Any]:
+        return st.fixed_dictionaries(
+            {
+                "route": st.sampled_from(["r", "live"]),
+                "start": st.none() | st.just(START) | S.start_activity,
+                "requests": st.lists(S.http_request(), min_size=1, max_size=4),
+            }
+        )
+
+    async def setup(self) -> None:
+        await super().setup()
+        self.examples = 0
+        self.good = str(uuid.uuid4())
+        await self._good_start(self.good)
 
     async def _good_start(self, conversation: str) -> None:
         status, body = await self.bridge.post("/ac/live", {"conversation": conversation})
@@ -464,36 +472,13 @@ async def _send_frame(ws: aiohttp.ClientWebSocketResponse, frame: dict[str, Any]
 ALLOWED_WS_TYPES = {"session.accepted", "session.error", "connection.validated", "activities"}
 
 
-class AcWebSocketSurface(Surface):
+class AcWebSocketSurface(_BridgeOnSimSurface):
     """Hostile frames on a VAIC WebSocket-mode socket (`GET /ac/R` upgrade)."""
 
     name = "ac_ws"
 
     def cases(self) -> st.SearchStrategy[Any]:
         return S.ac_ws_case
-
-    async def setup(self) -> None:
-        self.sim = VGEndpointSim(command_delay=0.001)
-        await self.sim.start()
-        fast = {"turn_settle_ms": 10, "turn_timeout_ms": 2000}
-        self.bridge = _RunningBridge()
-        await self.bridge.start(
-            _config(
-                {
-                    "r": {"token": TOKEN, "voicegateway": {"url": CLOSED_VG}, **fast},
-                    "live": {
-                        "token": TOKEN,
-                        "voicegateway": {"url": self.sim.url("support")},
-                        **fast,
-                    },
-                }
-            )
-        )
-
-    async def teardown(self) -> None:
-        await self.bridge.reap()
-        await self.bridge.stop()
-        await self.sim.stop()
 
     async def check(self, case: dict[str, Any]) -> None:
         assert self.bridge.http is not None
