@@ -20,6 +20,7 @@ from aiohttp import web
 from bridge import jsontext
 from bridge.audiocodes.conversation import Conversation
 from bridge.audiocodes.streaming import StreamingSession
+from bridge.budget import CoreBudget, watch
 from bridge.config import Config, Route
 from bridge.divergence import DivergenceLog
 from bridge.legacy_path import LegacyPath
@@ -117,6 +118,7 @@ class Gateway:
         self.opener = opener
         self.calls = CallRegistry()
         self.http: aiohttp.ClientSession | None = None  # legacy upstreams; opened at startup
+        self.budget = CoreBudget()  # fed once a second by `_budget_watch`
         settings = config.divergence_log
         self.divergence = DivergenceLog(
             Path(settings.path) if settings.path else None,
@@ -158,6 +160,7 @@ class Gateway:
             divergence=self.divergence,
             conversation=conversation,
             expiry=expiry,
+            budget=self.budget,
         )
 
     def prune_streams(self) -> None:
@@ -216,11 +219,13 @@ def create_app(
     engine: Engine | None = None,
     opener: SocketOpener | None = None,
     config_path: Path | None = None,
+    budget: CoreBudget | None = None,
 ) -> web.Application:
     """Build the gateway application for `config`.
 
     `opener` replaces how Voice Gateway sockets are opened (tests); by default they use the
     upstream TLS context built from `config.tls` (ConfigError if its CA bundle is unusable).
+    `budget` replaces the core budget (tests: their own window and CPU clock).
     """
     from bridge.transport.http import add_routes
 
@@ -232,12 +237,15 @@ def create_app(
     gateway = Gateway(
         config, metrics=metrics or Metrics(), engine=engine, opener=opener, config_path=config_path
     )
+    if budget is not None:
+        gateway.budget = budget
     app = web.Application(client_max_size=config.max_body_bytes)
     app[GatewayKey] = gateway
     app[UpstreamSslKey] = upstream_ssl
     add_routes(app)
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_expiry_loop)
+    app.cleanup_ctx.append(_budget_watch)
     return app
 
 
@@ -254,6 +262,16 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
     yield
     await gateway.http.close()
     gateway.divergence.close()
+
+
+async def _budget_watch(app: web.Application) -> AsyncIterator[None]:
+    gateway = app[GatewayKey]
+    gateway.metrics.core_busy.set_function(lambda: gateway.budget.busy)
+    task = asyncio.create_task(watch(gateway.budget))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _expiry_loop(app: web.Application) -> AsyncIterator[None]:

@@ -72,6 +72,9 @@ class Migration(_Strict):
     voicegateway_percent: float = Field(default=0, ge=0, le=100)
     sticky_key: Literal["caller", "callee", "conversation"] = "caller"
     shadow: bool = False
+    # Shadows give way to primaries when the bridge's core is busier than this share (bridge/
+    # budget.py); None: shadows are never shed for load.
+    shadow_max_cpu: float | None = Field(default=None, gt=0, le=1)
     force: Literal["legacy", "voicegateway"] | None = None
     rules: list[Rule] = Field(default_factory=list)
 

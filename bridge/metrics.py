@@ -108,6 +108,12 @@ class Metrics:
             ["route", "reason"],
             registry=reg,
         )
+        self.core_busy = Gauge(
+            "acvg_core_busy_ratio",
+            "Share of one core the bridge was busy over the last second (CPU time / wall time); "
+            "shadows of routes with migration.shadow_max_cpu give way above it.",
+            registry=reg,
+        )
 
     def child(self, metric: _M, *values: str) -> _M:
         """`metric.labels(*values)`, remembered: every turn asks for the same few children, and

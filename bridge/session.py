@@ -20,6 +20,7 @@ from bridge import routing
 from bridge.audiocodes import wire as ac
 from bridge.audiocodes.conversation import Conversation, InputKind, classify
 from bridge.audiocodes.events import ActivitiesReceived, ConversationEnded, DuplicateReceived
+from bridge.budget import CoreBudget
 from bridge.config import Route
 from bridge.delivery import Channel, Delivery, Outbox
 from bridge.divergence import DivergenceLog
@@ -27,7 +28,7 @@ from bridge.mapping.loader import MappingSet
 from bridge.metrics import Metrics
 from bridge.numbers import NumberInfo, number_metadata
 from bridge.path import CallInfo, CallPath, PathName, PathSink, PathStartError
-from bridge.shadow import ShadowRunner, close_in_background
+from bridge.shadow import ShadowRunner, close_in_background, start_shadow
 from bridge.timer import DeadlineTimer
 
 Outputs = tuple[dict[str, object], ...]
@@ -65,6 +66,7 @@ class CallSession:
         divergence: DivergenceLog | None = None,
         conversation: Conversation | None = None,
         expiry: Callable[[float], bool] | None = None,
+        budget: CoreBudget | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         now = self._loop.time()
@@ -80,6 +82,7 @@ class CallSession:
         self._make_path = make_path
         self._mappings = mappings
         self._divergence = divergence
+        self._budget = budget
         self._outbox = Outbox(
             async_mode=route.async_mode,
             settle_s=route.turn_settle_ms / 1000,
@@ -288,13 +291,14 @@ class CallSession:
         if self.route.migration.shadow and reason != "fallback":
             other: PathName = "legacy" if path == "voicegateway" else "voicegateway"
             shadow_info = dataclasses.replace(info, role="shadow")
-            self._shadow = ShadowRunner(
+            self._shadow = start_shadow(
                 other,
                 shadow_info,
                 primary_path=path,
                 make_path=self._make_path,
                 mappings=self._mappings,
                 divergence=self._divergence,
+                budget=self._budget,
             )
 
     async def _start_path(

@@ -2,7 +2,9 @@
 outputs of both paths are compared (design §3.7).
 
 The shadow runs on its own task behind a bounded queue, so it never delays or fails the
-primary: a full queue drops the shadow for this call and counts it. Its outputs never reach
+primary: a full queue drops the shadow for this call and counts it. Under a route's
+`shadow_max_cpu` the core budget (bridge/budget.py) keeps shadows from starting, and sheds
+running ones, while the core is busier than that. Its outputs never reach
 VAIC; hang-ups, transfers, recordings and metadata it produces are compared, not executed.
 The shadow path is driven like a sync VAIC client: a turn is forwarded, its outputs are
 collected by the sync-turn rules, then the next turn goes.
@@ -16,6 +18,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from bridge.budget import CoreBudget
 from bridge.compare import compare_turn, record_metrics
 from bridge.delivery import Channel, Outbox
 from bridge.divergence import DivergenceLog
@@ -43,6 +46,35 @@ async def drain_closing(timeout_s: float = 5.0) -> None:
         await asyncio.wait(set(_closing), timeout=timeout_s)
 
 
+def start_shadow(
+    name: PathName,
+    info: CallInfo,
+    *,
+    primary_path: PathName,
+    make_path: PathFactory,
+    mappings: MappingSet,
+    divergence: DivergenceLog | None,
+    budget: CoreBudget | None,
+) -> ShadowRunner | None:
+    """A shadow for the call on path `name`, or None (counted) when the budget has no room."""
+    limit = info.route.migration.shadow_max_cpu
+    if budget is not None and not budget.admits(limit):
+        info.metrics.upstream_errors.labels(info.route_name, name, "shed").inc()
+        return None
+    runner = ShadowRunner(
+        name,
+        info,
+        primary_path=primary_path,
+        make_path=make_path,
+        mappings=mappings,
+        divergence=divergence,
+        budget=budget,
+    )
+    if budget is not None:
+        budget.add(runner, limit)
+    return runner
+
+
 class ShadowRunner:
     """Mirrors one call onto the path that is not serving it."""
 
@@ -55,8 +87,10 @@ class ShadowRunner:
         make_path: PathFactory,
         mappings: MappingSet,
         divergence: DivergenceLog | None,
+        budget: CoreBudget | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
+        self._budget = budget
         self._info = info
         self._primary_path = primary_path
         self._mappings = mappings
@@ -77,6 +111,7 @@ class ShadowRunner:
         self._shadow: dict[int, tuple[Outputs, float]] = {}
         self._started = False
         self._dropped = False
+        self._closed = False
         self._task = asyncio.create_task(self._run())
 
     # ---- fed by the primary call (never blocks) ----------------------------------------------
@@ -95,8 +130,18 @@ class ShadowRunner:
         self._primary[turn] = (outputs, latency_s)
         self._compare_ready()
 
+    def shed(self) -> None:
+        """The core budget says give way: stop now, uncompared turns and all (counted)."""
+        self._drop("shed")
+        close_in_background(self)
+
     async def close(self) -> None:
         """End the shadow: compare what both paths finished, release its upstream."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._budget is not None:
+            self._budget.discard(self)
         if not self._task.done() and not self._dropped:
             self._submit(("close", 0, None))
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):

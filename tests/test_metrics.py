@@ -34,6 +34,7 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
     "acvg_vg_ack_timeouts_total": ("counter", frozenset({"route"})),
     "acvg_rejected_requests_total": ("counter", frozenset({"route", "reason"})),
     "acvg_build_info": ("gauge", frozenset({"version"})),
+    "acvg_core_busy_ratio": ("gauge", frozenset()),
 }
 
 # Bounded label values: fixed words, config route names, mapping node names.
@@ -84,7 +85,7 @@ REASONS = {
 KINDS = re.compile(
     r"(start_|refresh_)?(timeout|connect|bad_url|handshake|not_ready|bad_response|retries"
     r"|push_socket|bad_push|closed|bad_frame|ack_timeout|refused|translation|queue_full"
-    r"|shadow_error|bad_frames|tls|internal|reconnect_failed|reconnect_ack_timeout|http_[1-9]xx)"
+    r"|shadow_error|shed|bad_frames|tls|internal|reconnect_failed|reconnect_ack_timeout|http_[1-9]xx)"
 )
 # Routes the bridge counts requests for no configured route under.
 SYNTHETIC_ROUTES = {"_unknown", "_admin"}
@@ -136,7 +137,7 @@ def populated() -> Metrics:
             continue
         family = describe()[0]
         name = family.name + ("_total" if family.type == "counter" else "")
-        if name in CONTRACT:
+        if name in CONTRACT and CONTRACT[name][1]:
             metric.labels(**dict.fromkeys(CONTRACT[name][1], "x"))
     return metrics
 

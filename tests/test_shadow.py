@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 
 from bridge.app import create_app
+from bridge.budget import CoreBudget
 from bridge.sim.flow import load_flows, override_flows, parse_flow
 from bridge.sim.legacy_endpoint import DIVERGENT_OVERRIDES, LegacyEndpointSim
 from bridge.sim.scenario import Transport
@@ -461,3 +462,53 @@ async def test_broken_shadow_changes_nothing_for_vaic(
     assert all(value == 0 for value in gauges.values()), gauges
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
+
+
+# ---------------------------------------------------------------- the core budget
+
+
+async def test_shadows_give_way_while_the_core_is_over_the_route_budget(
+    vg_sim: VGEndpointSim,
+) -> None:
+    scenario = SCENARIOS["spoken_answer"]
+    budget = CoreBudget(window_s=3600)  # never ticks by itself: the test feeds it readings
+    async with LegacyEndpointSim(token=LEGACY_TOKEN) as legacy, aiohttp.ClientSession() as http:
+        migration = {"force": "legacy", "shadow": True, "shadow_max_cpu": 0.5}
+        routes = {
+            "plain": single_route("legacy", legacy.url(), vg_sim.url()),
+            "r": shadowed_route("legacy", legacy.url(), vg_sim.url(), migration=migration),
+        }
+        app = create_app(make_config(routes), budget=budget)
+        runner, url = await serve(app)
+        try:
+            bridge = RunningBridge(app, url, http)
+            baseline = await drive(bridge, scenario, route="plain")
+
+            budget.observe(0.0, 0.0)
+            budget.observe(1.0, 0.9)  # 90 % busy, over the route's 50 %
+            assert await drive(bridge, scenario, route="r") == baseline
+            assert not vg_sim.calls  # no shadow was started
+            assert total(bridge, "acvg_upstream_errors_total", kind="shed") == 1
+
+            budget.observe(2.0, 0.9)  # idle again: the next call is mirrored
+            shed: list[Any] = []
+
+            async def overloaded() -> None:
+                await eventually(lambda: len(vg_sim.calls) == 1)
+                shed.extend(budget.observe(3.0, 1.9))  # 100 % busy
+                for shadow in shed:
+                    shadow.shed()
+
+            assert await drive(bridge, scenario, route="r", after_first_turn=overloaded) == baseline
+            assert len(shed) == 1
+            (vg_call,) = vg_sim.calls.values()
+            await asyncio.wait_for(vg_call.closed.wait(), 5)  # its jambonz socket let go
+            await shadows_ended(bridge, 1)
+            ended = total(bridge, "acvg_calls_ended_total", role="shadow", reason="dropped")
+            assert ended == 1
+            assert total(bridge, "acvg_upstream_errors_total", kind="shed") == 2
+            assert total(bridge, "acvg_calls_ended_total", role="primary", route="r") == 2
+            assert len(budget) == 0
+        finally:
+            await runner.cleanup()
+    assert total(bridge, "acvg_calls_active", role="shadow") == 0

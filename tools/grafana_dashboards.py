@@ -250,6 +250,25 @@ def _shadow() -> list[Spec]:
             ),
             unit="cps",
         ),
+        _timeseries(
+            "Bridge core busy",
+            "Share of one core the bridge process was busy (CPU time over wall time, last "
+            "second). Routes with migration.shadow_max_cpu start no shadow above their share "
+            "and shed running ones.",
+            Target("max(acvg_core_busy_ratio)", "busy"),
+            unit="percentunit",
+            defaults={"min": 0, "max": 1},
+        ),
+        _timeseries(
+            "Shadows shed for load",
+            "Shadow calls not started or stopped because the core was over the route's "
+            "shadow_max_cpu: their turns are not compared, so the match rates rest on fewer calls.",
+            Target(
+                f'sum by (route) (rate(acvg_upstream_errors_total{{{ROUTE}, kind="shed"}}{RATE}))',
+                "{{route}}",
+            ),
+            unit="cps",
+        ),
     ]
 
 
