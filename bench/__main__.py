@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +32,18 @@ from typing import Any
 import aiohttp
 import uvloop
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench import loadgen
-from bench.configs import BY_NAME, CONFIGURATIONS, TOKEN, Configuration, Hop, bridge_config
+from bench.configs import (
+    BY_NAME,
+    CONFIGURATIONS,
+    SHADOW_MAX_CPU,
+    TOKEN,
+    Configuration,
+    Hop,
+    bridge_config,
+)
 from bench.configs import nginx_config as make_nginx_config
 from bench.procs import bridge_command, cpu_seconds, free_port, rss_bytes, wait_http
 
@@ -46,6 +55,7 @@ LOAD_OF = {
     "nginx": "passthrough",
     "passthrough": "passthrough",
     "shadow": "passthrough",
+    "shadow_guarded": "passthrough",
     "translated": "translated",
     "translated_ws": "translated_ws",
     "translated_uvloop": "translated",
@@ -174,6 +184,31 @@ class Stack:
         port = self.bridges[config.loop][1]
         return loadgen.Target(f"http://127.0.0.1:{port}/ac/{config.route}", TOKEN, mode)
 
+    async def turns_by_role(self, config: Configuration) -> tuple[float, float] | None:
+        """(primary, shadow) turns the bridge finished on the configuration's route so far,
+        from `acvg_turn_duration_seconds_count`; None when the configuration has no shadow."""
+        if config.hop is not Hop.BRIDGE or not config.route or "shadow" not in config.route:
+            return None
+        url = f"http://127.0.0.1:{self.bridges[config.loop][1]}/metrics"
+        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+            return turns_by_role(await resp.text(), config.route)
+
+    async def measured(
+        self, config: Configuration, phase: Awaitable[loadgen.Phase]
+    ) -> tuple[loadgen.Phase, float | None]:
+        """Run `phase` on a quiet stack; with the share of its primary turns that the shadow
+        compared (None without shadow), read once the shadows finished."""
+        await self.quiet()
+        before = await self.turns_by_role(config)
+        done = await phase
+        if before is None:
+            return done, None
+        await self.quiet()
+        after = await self.turns_by_role(config)
+        assert after is not None
+        primary, shadow = after[0] - before[0], after[1] - before[1]
+        return done, (shadow / primary if primary else None)
+
     def cpu_probe(self, config: Configuration) -> loadgen.Probe | None:
         if config.hop is Hop.BRIDGE and config.loop in self.bridges:
             pid = self.bridges[config.loop][0].pid
@@ -182,6 +217,21 @@ class Stack:
             master = self.nginx.pid
             return lambda: sum(cpu_seconds(p) for p in [master, *children(master)])
         return None
+
+
+def turns_by_role(exposition: str, route: str) -> tuple[float, float]:
+    """(primary, shadow) turns finished on `route`, from a bridge's `/metrics` text."""
+    counts = {"primary": 0.0, "shadow": 0.0}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            labels = sample.labels
+            if (
+                sample.name == "acvg_turn_duration_seconds_count"
+                and labels.get("route") == route
+                and labels.get("role") in counts
+            ):
+                counts[labels["role"]] += sample.value
+    return counts["primary"], counts["shadow"]
 
 
 @dataclass
@@ -194,6 +244,8 @@ class Results:
     core_busy: dict[str, list[float]] = field(default_factory=dict)
     # (configuration, level) -> per round {p50, p99, p999, rate}
     latency: dict[tuple[str, float], list[dict[str, float]]] = field(default_factory=dict)
+    # (configuration, level or "saturation") -> per round, the share of primary turns compared
+    coverage: dict[tuple[str, float | str], list[float]] = field(default_factory=dict)
     errors: int = 0
     memory: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -208,8 +260,11 @@ async def run_saturation(stack: Stack, res: Results, configs: list[Configuration
     for rnd in range(res.rounds):
         for config in _rotated(configs, rnd):
             probe = stack.cpu_probe(config)
-            await stack.quiet()
-            phase = await loadgen.saturate(stack.target(config), res.calls, res.seconds, probe)
+            phase, covered = await stack.measured(
+                config, loadgen.saturate(stack.target(config), res.calls, res.seconds, probe)
+            )
+            if covered is not None:
+                res.coverage.setdefault((config.name, "saturation"), []).append(covered)
             res.errors += phase.errors
             res.saturation.setdefault(config.name, []).append(phase.rate)
             if probe is not None and phase.turns:
@@ -231,14 +286,18 @@ async def run_latency(stack: Stack, res: Results, configs: list[Configuration]) 
                 rate = level * sat[load_of]
                 if rate <= 0:  # its saturation phase failed (counted in the errors)
                     continue
-                await stack.quiet()
                 if name == "vg_sim":
+                    await stack.quiet()
                     phase = await loadgen.vg_direct(
                         f"ws://127.0.0.1:{stack.vg_port}/", res.calls, rate, res.seconds
                     )
                 else:
                     config = BY_NAME[name]
-                    phase = await loadgen.paced(stack.target(config), res.calls, rate, res.seconds)
+                    phase, covered = await stack.measured(
+                        config, loadgen.paced(stack.target(config), res.calls, rate, res.seconds)
+                    )
+                    if covered is not None:
+                        res.coverage.setdefault((name, level), []).append(covered)
                 res.errors += phase.errors
                 ms = [x * 1000 for x in phase.latencies]
                 res.latency.setdefault((name, level), []).append(
@@ -395,6 +454,21 @@ def verdicts(res: Results) -> list[tuple[str, str, bool | None]]:
                 _ratio_verdict(mine, theirs, 1.1),
             )
         )
+    if "shadow_guarded" in cpu and "passthrough" in cpu:
+        mine, theirs = (
+            _added(res, "shadow_guarded", 0.5, "p99"),
+            _added(res, "passthrough", 0.5, "p99"),
+        )
+        shares = res.coverage.get(("shadow_guarded", 0.5))
+        covered = f", {median(shares):.0%} of the turns compared" if shares else ""
+        out.append(
+            (
+                f"shadow shed above {SHADOW_MAX_CPU:.0%} busy: primary added p99 within 10 % "
+                "(50 % of pass-through load)",
+                f"{mine:.2f} ms vs {theirs:.2f} ms{covered}",
+                _ratio_verdict(mine, theirs, 1.1),
+            )
+        )
     if res.memory:
         kb, n = res.memory["idle_kb_per_call"], int(res.memory["calls"])
         out.append(
@@ -453,6 +527,22 @@ def table(res: Results) -> str:
         if res.latency.get((name, LEVELS[0])):
             label = BY_NAME[name].label if name in BY_NAME else "VG simulator alone (`vg_sim`)"
             lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
+    covered = [c for c in CONFIGURATIONS if (c.name, "saturation") in res.coverage]
+    if covered:
+        lines += [
+            "",
+            "Share of the primary's turns the shadow compared (median over rounds; shadows "
+            "shed for load are not compared):",
+            "",
+            "| configuration | at saturation | at 50 % | at 80 % |",
+            "|---|---:|---:|---:|",
+        ]
+        for config in covered:
+            shares = [
+                median(res.coverage.get((config.name, key), [float("nan")]))
+                for key in ("saturation", *LEVELS)
+            ]
+            lines.append(f"| {config.label} | " + " | ".join(f"{x:.0%}" for x in shares) + " |")
     return "\n".join(lines)
 
 

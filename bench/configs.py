@@ -8,6 +8,8 @@ from enum import StrEnum
 from typing import Any
 
 TOKEN = "bench"
+# The `shadow_guarded` route's budget: shadows give way while the bridge's core is busier.
+SHADOW_MAX_CPU = 0.6
 
 
 class Hop(StrEnum):
@@ -98,12 +100,23 @@ CONFIGURATIONS: tuple[Configuration, ...] = (
         "As `passthrough` with `shadow: true`: every turn is mirrored to the voicegateway path "
         "and the two answers are compared.",
     ),
+    Configuration(
+        "shadow_guarded",
+        f"bridge pass-through + shadow, shed above {SHADOW_MAX_CPU:.0%}",
+        Hop.BRIDGE,
+        "shadow_guarded",
+        "direct",
+        f"As `shadow` with `shadow_max_cpu: {SHADOW_MAX_CPU}`: while the bridge's core is busier "
+        "than that, shadows are not started and running ones are shed (bridge/budget.py). The "
+        "share of primary turns still compared is reported next to it.",
+    ),
 )
 BY_NAME = {c.name: c for c in CONFIGURATIONS}
 
 
 def bridge_config(vg_port: int, legacy_port: int) -> dict[str, Any]:
-    """Routes `pass`, `vg` and `shadow` on one bridge; limits raised out of the way of the load."""
+    """Routes `pass`, `vg`, `shadow` and `shadow_guarded` on one bridge; limits raised out of the
+    way of the load."""
     upstreams = {
         # The memory phase opens calls in bursts onto a simulator sharing its core with the load
         # generator: handshakes can queue past the 1.5 s default, which would mean fallbacks.
@@ -122,6 +135,10 @@ def bridge_config(vg_port: int, legacy_port: int) -> dict[str, Any]:
             "pass": {**base, "migration": {"force": "legacy"}},
             "vg": {**base, "migration": {"force": "voicegateway"}},
             "shadow": {**base, "migration": {"force": "legacy", "shadow": True}},
+            "shadow_guarded": {
+                **base,
+                "migration": {"force": "legacy", "shadow": True, "shadow_max_cpu": SHADOW_MAX_CPU},
+            },
         }
     }
 

@@ -4,15 +4,17 @@ Correctness only: no timing is asserted."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
+import aiohttp
 import pytest
 import yaml
 from aiohttp import web
 
 from bench import loadgen
-from bench.__main__ import LEVELS, Results, render, verdicts
+from bench.__main__ import LEVELS, Results, render, turns_by_role, verdicts
 from bench.configs import CONFIGURATIONS, TOKEN, bridge_config, nginx_config
 from bridge.app import create_app
 from bridge.config import parse_config
@@ -64,6 +66,27 @@ async def test_saturate_direct_and_through_the_bridge(peers: Peers) -> None:
     assert len(direct) >= 8 and all(len(c.turns) >= 2 for c in direct)
 
 
+async def test_shadow_coverage_is_read_from_the_bridge_metrics(peers: Peers) -> None:
+    async with aiohttp.ClientSession() as http:
+
+        async def turns() -> tuple[float, float]:
+            async with http.get(f"{peers.bridge_url}/metrics") as resp:
+                return turns_by_role(await resp.text(), "shadow")
+
+        assert await turns() == (0.0, 0.0)
+        phase = await loadgen.saturate(
+            loadgen.Target(f"{peers.bridge_url}/ac/shadow", TOKEN), 2, 0.3
+        )
+        assert phase.errors == 0
+        for _ in range(100):  # the shadows finish their last turns after the primaries
+            primary, shadow = await turns()
+            if shadow == primary:
+                break
+            await asyncio.sleep(0.05)
+        assert primary >= phase.turns > 0  # the start turns count too
+        assert shadow == primary
+
+
 async def test_paced_idle_and_vg_direct(peers: Peers) -> None:
     target = loadgen.Target(f"{peers.bridge_url}/ac/vg", TOKEN)
     phase = await loadgen.paced(target, 4, 40.0, 0.5)
@@ -92,7 +115,14 @@ def test_report_and_nginx_config() -> None:
     text = render(res, 60.0)
     for config in CONFIGURATIONS:
         assert f"| {config.label} | 1,000 |" in text
-    assert len(verdicts(res)) == 4  # no memory phase: no memory verdict
+    assert len(verdicts(res)) == 5  # no memory phase: no memory verdict
+    assert "turns compared" not in text and "nan" not in text  # no coverage measured
+    for key in ("saturation", *LEVELS):
+        res.coverage[("shadow_guarded", key)] = [0.25]
+        res.coverage[("shadow", key)] = [1.0]
+    text = render(res, 60.0)
+    assert "| bridge pass-through + shadow | 100% | 100% | 100% |" in text
+    assert "25% of the turns compared" in text
     conf = nginx_config("/tmp/x", 8081, 9091, 0)
     assert "listen 127.0.0.1:8081;" in conf and "server 127.0.0.1:9091;" in conf
     assert "worker_cpu_affinity 1;" in conf
