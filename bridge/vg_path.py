@@ -277,6 +277,9 @@ class VoiceGatewayPath:
             self._metrics.vg_ack.labels(self._info.route_name).observe(event.ack_seconds)
             if not self._accepted.done():
                 self._accepted.set_result(None)
+        elif isinstance(event, vge.Acked):
+            metrics = self._metrics
+            metrics.child(metrics.vg_ack, self._info.route_name).observe(event.ack_seconds)
         elif isinstance(event, vge.AckTimedOut):
             self._metrics.vg_ack_timeouts.labels(self._info.route_name).inc()
             if event.message_type == "session:new":

@@ -268,6 +268,10 @@ async def test_probe_create_and_full_call(
         == 1
     )
     assert bridge.metric("acvg_number_metadata_total", route="r", result="preserved") == 1
+    # every ack is timed: session:new's and each hook's
+    hooks = [kind for kind, _ in python_peer.received if kind not in ("session:new", "call:status")]
+    assert len(hooks) >= 4
+    assert bridge.metric("acvg_vg_ack_seconds_count", route="r") >= 1 + len(hooks)
     # After disconnect the conversation is gone.
     status, body = await vaic.post(vaic.urls["activitiesURL"], {"activities": []})
     assert status == 404 and body["error"] == "not_found"

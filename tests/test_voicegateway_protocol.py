@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from bridge.errors import VoiceGatewayProtocolError
 from bridge.voicegateway.events import (
+    Acked,
     AckTimedOut,
     CloseRequested,
     CommandIgnored,
@@ -412,10 +413,23 @@ def test_ack_with_malformed_verbs_reports_error_and_continues() -> None:
     [hook] = proto.messages_to_send()
     ack(proto, hook["msgid"], [{"no": 1, "verb_name": 2}])
     events = proto.events_received()
-    assert isinstance(events[0], FrameRejected)
+    assert events[0] == Acked("verb:hook", 0.0)
+    assert isinstance(events[1], FrameRejected)
     assert texts(events) == ["rest"]
     [error] = proto.messages_to_send()
     assert error["type"] == "jambonz:error"
+
+
+def test_every_acked_hook_reports_how_long_the_app_took() -> None:
+    proto = started([GATHER])
+    proto.send_input(HookKind.INPUT, SPEECH_RESULT, T0 + 1.0)
+    [hook] = proto.messages_to_send()
+    ack(proto, hook["msgid"], [say("late"), GATHER], now=T0 + 1.4)
+    events = proto.events_received()
+    assert events[0] == Acked("verb:hook", pytest.approx(0.4))
+    assert texts(events) == ["late", "gather"]
+    ack(proto, hook["msgid"], [say("again")], now=T0 + 2.0)  # a second ack: unknown msgid
+    assert proto.events_received() == []
 
 
 def test_second_input_while_gather_hook_in_flight_goes_to_default_hook() -> None:
@@ -552,12 +566,16 @@ def test_stack_idle_is_emitted_once_per_transition() -> None:
     proto.send_input(HookKind.INPUT, SPEECH_RESULT, T0)
     [hook] = proto.messages_to_send()
     ack(proto, hook["msgid"], [])
-    assert proto.events_received() == []  # still idle: no new transition
+    assert proto.events_received() == [Acked("verb:hook", 0.0)]  # still idle: no new transition
     ack_frame_verbs = [say("two")]
     proto.send_input(HookKind.INPUT, SPEECH_RESULT, T0)
     [hook] = proto.messages_to_send()
     ack(proto, hook["msgid"], ack_frame_verbs)
-    assert proto.events_received() == [VerbExecuted(say("two")), StackIdle()]
+    assert proto.events_received() == [
+        Acked("verb:hook", 0.0),
+        VerbExecuted(say("two")),
+        StackIdle(),
+    ]
 
 
 def test_ack_of_an_idle_input_hook_with_verbs_runs_them() -> None:

@@ -4,6 +4,7 @@ normalization, events and the per-call protocol object. Performs no I/O."""
 from __future__ import annotations
 
 from bridge.voicegateway.events import (
+    Acked,
     AckTimedOut,
     CloseRequested,
     CommandIgnored,
@@ -21,6 +22,7 @@ __all__ = [
     "ACK_TIMEOUT_S",
     "SUBPROTOCOL",
     "AckTimedOut",
+    "Acked",
     "CallProtocol",
     "CloseCode",
     "CloseRequested",

@@ -17,6 +17,15 @@ class SessionAccepted:
 
 
 @dataclass(frozen=True)
+class Acked:
+    """The app acked a message other than `session:new` (`verb:hook`, `call:status`...),
+    `ack_seconds` after it was sent."""
+
+    message_type: str
+    ack_seconds: float
+
+
+@dataclass(frozen=True)
 class VerbExecuted:
     """A verb ran (normalized `{"verb": name, ...}`), in execution order.
 
@@ -63,6 +72,7 @@ class CommandIgnored:
 
 Event = (
     SessionAccepted
+    | Acked
     | VerbExecuted
     | StackIdle
     | AckTimedOut

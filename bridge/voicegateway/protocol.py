@@ -48,6 +48,7 @@ from typing import Any
 from bridge import jsontext
 from bridge.errors import VoiceGatewayProtocolError
 from bridge.voicegateway.events import (
+    Acked,
     AckTimedOut,
     CloseRequested,
     CommandIgnored,
@@ -488,6 +489,7 @@ class CallProtocol:
         if pending.message_type is MessageType.SESSION_NEW:
             self._on_session_ack(pending, data, now)
             return
+        self._events.append(Acked(pending.message_type.value, max(0.0, now - pending.sent_at)))
         verbs: list[dict[str, Any]] = []
         if isinstance(data, list):  # feature-server ignores a non-array ack payload
             try:
