@@ -32,7 +32,7 @@ from bridge.path import CallInfo, CallPath, PathName, PathSink, PathStartError
 from bridge.session import CallSession
 from bridge.shadow import drain_closing
 from bridge.tls import build_ssl_context
-from bridge.transport.vg import socket_opener
+from bridge.transport.vg import VoiceGatewayClient, socket_opener
 from bridge.vg_path import SocketOpener, VoiceGatewayPath
 
 log = logging.getLogger("bridge.app")
@@ -131,8 +131,12 @@ class Gateway:
         self.draining = False
 
     def swap(self, config: Config, engine: Engine) -> None:
-        """Atomically switch to a new config and mappings; calls in flight keep theirs."""
+        """Atomically switch to a new config and mappings; calls in flight keep theirs.
+
+        The divergence log takes the new `sample_rate`; its file and size limit, like the
+        other start-up-only settings, never change here (`reload.check_reloadable`)."""
         self.config, self.engine = config, engine
+        self.divergence.sample_rate = config.divergence_log.sample_rate
 
     def make_path(self, name: PathName, info: CallInfo, sink: PathSink) -> CallPath:
         if name == "voicegateway":
@@ -244,6 +248,7 @@ def create_app(
     app[UpstreamSslKey] = upstream_ssl
     add_routes(app)
     app.cleanup_ctx.append(_http_client)
+    app.cleanup_ctx.append(_voicegateway_client)  # closed after the drain of _expiry_loop
     app.cleanup_ctx.append(_expiry_loop)
     app.cleanup_ctx.append(_budget_watch)
     return app
@@ -272,6 +277,18 @@ async def _budget_watch(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _voicegateway_client(app: web.Application) -> AsyncIterator[None]:
+    """The session every Voice Gateway socket of the gateway is opened on (when the gateway
+    opens them itself: a test's own opener is its own business)."""
+    opener = app[GatewayKey].opener
+    client = opener if isinstance(opener, VoiceGatewayClient) else None
+    if client is not None:
+        await client.start()
+    yield
+    if client is not None:
+        await client.close()
 
 
 async def _expiry_loop(app: web.Application) -> AsyncIterator[None]:

@@ -53,8 +53,10 @@ def _serve(args: argparse.Namespace) -> int:
 async def _run(app: web.Application, host: str, port: int) -> None:
     """Serve until SIGTERM or SIGINT, drain, then clean up (the listener stays open while
     draining: calls in flight keep reaching the bridge, and readiness answers 503)."""
+    from bridge.transport.http_errors import JsonErrorRunner
+
     # Server shutdown waits this long for requests still running after the drain.
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10.0)
+    runner = JsonErrorRunner(app, handle_signals=False, shutdown_timeout=10.0)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

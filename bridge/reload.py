@@ -1,8 +1,9 @@
 """Load a complete, validated gateway state (config + mapping engine) from a config file.
 
 Reads the config file, the override file beside it and the mapping directory it names; touches
-nothing global, so a failed load leaves the running gateway as it was. Also renders the route
-summary of `GET /admin/routes`, which never contains tokens or upstream URLs.
+nothing global, so a failed load leaves the running gateway as it was. `check_reloadable` refuses
+a new state that changes what a running gateway cannot apply (`RESTART_ONLY`). Also renders the
+route summary of `GET /admin/routes`, which never contains tokens or upstream URLs.
 
 The override file (`<stem>.overrides.yaml` beside the config, written by the migration console)
 holds per-route migration settings changed at run time — `voicegateway_percent` and `force` —
@@ -29,6 +30,7 @@ from bridge.mapping.loader import load_mappings
 
 __all__ = [
     "OVERRIDABLE",
+    "RESTART_ONLY",
     "Overrides",
     "State",
     "apply_overrides",
@@ -154,15 +156,47 @@ def write_overrides(path: Path, overrides: Overrides) -> None:
         raise
 
 
+# Settings a running gateway builds its machinery from once, at start-up, so a reload cannot
+# apply them: the listening socket, the request body limit (fixed in aiohttp's Application), the
+# upstream TLS context (shared by every upstream connection) and the divergence log file.
+# Everything else applies on reload (routes, tokens, mappings, public_url, console thresholds,
+# drain_timeout_s, divergence_log.sample_rate); calls in flight keep the route they started with.
+RESTART_ONLY = {
+    "listen": "listen elsewhere",
+    "max_body_bytes": "change the request body limit",
+    "tls.ca_file": "use another CA bundle",
+    "tls.verify": "change certificate checks",
+    "divergence_log.path": "write the divergence log elsewhere",
+    "divergence_log.max_bytes": "change the divergence log's size limit",
+}
+
+
 def check_reloadable(current: Config, new: Config, *, file: str | None = None) -> None:
-    """Raise ConfigError when `new` changes what a running gateway cannot change: `listen`."""
-    if new.listen != current.listen:
-        raise ConfigError(
-            "listen",
-            f"cannot change on reload (running on {current.listen}, file says {new.listen}); "
-            "restart the bridge to listen elsewhere",
-            file=file,
-        )
+    """Raise ConfigError naming the first setting of `RESTART_ONLY` that `new` changes."""
+    for path, purpose in RESTART_ONLY.items():
+        running, wanted = _setting(current, path), _setting(new, path)
+        if wanted != running:
+            raise ConfigError(
+                path,
+                f"cannot change on reload (running with {_shown(running)}, file says "
+                f"{_shown(wanted)}); restart the bridge to {purpose}",
+                file=file,
+            )
+
+
+def _setting(config: Config, path: str) -> object:
+    value: object = config
+    for name in path.split("."):
+        value = getattr(value, name)
+    return value
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def describe_routes(config: Config) -> dict[str, Any]:

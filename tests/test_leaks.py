@@ -38,8 +38,8 @@ from tests.test_shadow import shadowed_route
 
 BRIDGE_DIR = Path(bridge_package.__file__).resolve().parent
 SIM_DIR = BRIDGE_DIR / "sim"
-# The app's own background task while it runs (the expiry scan).
-FIXED_TASKS = {"scan"}
+# The app's own background tasks while it runs (the expiry scan, the core budget's watch).
+FIXED_TASKS = {"scan", "watch"}
 
 
 @pytest.fixture

@@ -169,13 +169,14 @@ async def test_prometheus_scrapes_both_paths_comparisons_and_routing_split(
     assert float(comparisons[0]["value"][1]) > 0
     split = await prometheus.wait_for(
         "sum by (route, path, reason) (acvg_routing_decisions_total)",
-        lambda r: len(r) == 4,
+        lambda r: len(r) == 5,
     )
     assert labels_of(split, "route", "path", "reason") == {
         ("migration", "legacy", "percent"),
         ("migration", "voicegateway", "percent"),
         ("fallback", "legacy", "fallback"),
         ("legacy_down", "legacy", "single"),
+        ("busy", "legacy", "forced"),
     }
     build = await prometheus.query(f'acvg_build_info{{job="{JOB}"}}')
     assert labels_of(build, "version") == {(bridge.__version__,)}

@@ -1,4 +1,5 @@
-"""Loading a gateway state from a config file, the listen check and the route summary."""
+"""Loading a gateway state from a config file, the check of what a reload may change, and the
+route summary."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.config import parse_config
+from bridge.config import Config, parse_config
 from bridge.errors import ConfigError, MappingError
 from bridge.mapping.engine import Engine
 from bridge.mapping.loader import SHIPPED_DIR
-from bridge.reload import check_reloadable, describe_routes, load_state
+from bridge.reload import RESTART_ONLY, check_reloadable, describe_routes, load_state
 
 ROUTES: dict[str, Any] = {
     "support": {
@@ -106,6 +107,82 @@ def test_check_reloadable_rejects_a_new_listen() -> None:
     with pytest.raises(ConfigError, match=r"f\.yaml: listen: cannot change on reload") as info:
         check_reloadable(current, moved, file="f.yaml")
     assert "127.0.0.1:9090" in str(info.value)
+
+
+def _config(**top: Any) -> Config:
+    body = {"routes": {"r": {"token": "t", "legacy": {"url": "https://l"}}}}
+    return parse_config(yaml.safe_dump({**body, **top}), env={})
+
+
+# What a running gateway applies on reload; with RESTART_ONLY it covers every setting.
+APPLIED_ON_RELOAD = {
+    "public_url",
+    "admin_token",
+    "mappings",
+    "drain_timeout_s",
+    "console",
+    "routes",
+    "divergence_log.sample_rate",
+}
+
+
+def test_every_setting_is_applied_on_reload_or_needs_a_restart() -> None:
+    """A new config setting must be sorted into one or the other (and, if it is built into
+    something at start-up, refused by check_reloadable)."""
+    assert not set(RESTART_ONLY) & APPLIED_ON_RELOAD
+    covered = set(RESTART_ONLY) | APPLIED_ON_RELOAD
+    assert {path.split(".")[0] for path in covered} == set(Config.model_fields)
+    for section in ("tls", "divergence_log"):
+        fields = Config.model_fields[section].annotation.model_fields  # type: ignore[union-attr]
+        split = {path for path in covered if path.startswith(f"{section}.")}
+        assert split == {f"{section}.{name}" for name in fields}
+
+
+@pytest.mark.parametrize(
+    ("top", "path", "shown"),
+    [
+        ({"max_body_bytes": 1_000_000}, "max_body_bytes", "running with 262144, file says 1000000"),
+        ({"tls": {"verify": False}}, "tls.verify", "running with true, file says false"),
+        (
+            {"tls": {"ca_file": "/etc/ssl/other.pem"}},
+            "tls.ca_file",
+            "running with null, file says /etc/ssl/other.pem",
+        ),
+        (
+            {"divergence_log": {"path": "/var/log/acvg/divergences.jsonl"}},
+            "divergence_log.path",
+            "running with null, file says /var/log/acvg/divergences.jsonl",
+        ),
+        (
+            {"divergence_log": {"max_bytes": 4096}},
+            "divergence_log.max_bytes",
+            "running with 52428800, file says 4096",
+        ),
+    ],
+)
+def test_check_reloadable_refuses_what_needs_a_restart(
+    top: dict[str, Any], path: str, shown: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        check_reloadable(_config(), _config(**top), file="f.yaml")
+    assert info.value.path == path
+    assert str(info.value).startswith(f"f.yaml: {path}: cannot change on reload ({shown}); ")
+    assert "restart the bridge" in str(info.value)
+
+
+def test_check_reloadable_takes_what_a_running_gateway_applies(tmp_path: Path) -> None:
+    mappings = tmp_path / "mappings"
+    shutil.copytree(SHIPPED_DIR, mappings)
+    changed = _config(
+        public_url="https://bridge.example",
+        admin_token="other",
+        mappings=str(mappings),
+        drain_timeout_s=5,
+        console={"min_samples": 5},
+        divergence_log={"sample_rate": 0.25},
+        routes={"other": {"token": "o", "legacy": {"url": "https://o"}, "max_calls": 3}},
+    )
+    check_reloadable(_config(), changed)
 
 
 def test_describe_routes(tmp_path: Path) -> None:

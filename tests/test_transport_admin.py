@@ -184,6 +184,17 @@ async def test_reload_can_change_the_admin_token(admin_factory: AdminFactory) ->
     assert (await admin.call("GET", "/admin/routes", next_admin))[0] == 200
 
 
+async def test_reload_applies_the_divergence_sample_rate(admin_factory: AdminFactory) -> None:
+    admin = await admin_factory(_doc())
+    log = admin.gateway.divergence
+    assert log.sample_rate == 1.0
+    admin.write(_doc(divergence_log={"sample_rate": 0.1}))
+    status, body = await admin.call("POST", "/admin/reload", ADMIN)
+    assert status == 200, body
+    assert admin.gateway.divergence is log  # the same file and recent entries
+    assert log.sample_rate == 0.1
+
+
 def _broken_mappings(tmp_path: Path) -> Path:
     broken = tmp_path / "broken"
     shutil.copytree(SHIPPED_DIR, broken)
@@ -201,6 +212,9 @@ def _broken_mappings(tmp_path: Path) -> Path:
         ("mapping_dir", "missing: (dir): not a directory"),
         ("mapping_file", "hangup.yaml: surprise: unknown key"),
         ("listen", "bridge.yaml: listen: cannot change on reload"),
+        ("max_body_bytes", "bridge.yaml: max_body_bytes: cannot change on reload"),
+        ("tls", "bridge.yaml: tls.verify: cannot change on reload"),
+        ("divergence_log", "bridge.yaml: divergence_log.path: cannot change on reload"),
         ("missing_file", "bridge.yaml: (file): cannot read"),
     ],
 )
@@ -225,6 +239,12 @@ async def test_invalid_reload_changes_nothing(
         admin.write(_doc(mappings=str(_broken_mappings(tmp_path))))
     elif case == "listen":
         admin.write(_doc(listen="127.0.0.1:9999"))
+    elif case == "max_body_bytes":
+        admin.write(_doc(max_body_bytes=1_000_000))
+    elif case == "tls":
+        admin.write(_doc(tls={"verify": False}))
+    elif case == "divergence_log":
+        admin.write(_doc(divergence_log={"path": str(tmp_path / "divergences.jsonl")}))
     else:
         admin.file.unlink()
 

@@ -4,7 +4,9 @@ Route `migration` has both upstreams (simulated Voice Gateway endpoint and a del
 divergent simulated legacy endpoint), half the calls on each path and shadow on, so every metric
 family of design §2.4 gets samples. Route `fallback` points its Voice Gateway at a closed port,
 so every call falls back to legacy; route `legacy_down` points its only upstream, legacy, at a
-closed port, so its calls fail. Used by the metrics and scrape tests;
+closed port, so its calls fail; route `busy` is shadowed under a core budget no running bridge
+fits in (`shadow_max_cpu: 0.001`), so once the first second is measured its shadows are shed.
+Used by the metrics and scrape tests;
 `python -m tools.migration_traffic` serves it with calls in a loop, to look at the dashboards.
 """
 
@@ -26,9 +28,10 @@ from bridge.config import parse_config
 from bridge.sim.legacy_endpoint import LegacyEndpointSim
 from bridge.sim.scenario import ScenarioResult, load_scenarios, run_scenario
 from bridge.sim.vg_endpoint import VGEndpointSim
+from bridge.transport.http_errors import JsonErrorRunner
 
 TOKEN = "traffic-token"
-ROUTES = ("migration", "fallback", "legacy_down")
+ROUTES = ("migration", "fallback", "legacy_down", "busy")
 
 
 def free_port() -> int:
@@ -54,6 +57,12 @@ def traffic_config(vg_url: str, legacy_url: str, dead_port: int) -> str:
             "migration": {"voicegateway_percent": 100},
         },
         "legacy_down": {**common, "legacy": {"url": f"http://127.0.0.1:{dead_port}/"}},
+        "busy": {
+            **common,
+            "voicegateway": {"url": vg_url},
+            "legacy": {"url": legacy_url},
+            "migration": {"force": "legacy", "shadow": True, "shadow_max_cpu": 0.001},
+        },
     }
     return yaml.safe_dump({"routes": routes}, sort_keys=False)
 
@@ -104,6 +113,7 @@ class Traffic:
             await self.calls()
             await self.calls(route="fallback")
             await self.calls(route="legacy_down", limit=1)
+            await self.calls(route="busy", limit=1)
             await self.rejected()
             rounds += 1
         return rounds
@@ -123,7 +133,7 @@ async def running_traffic(host: str = "127.0.0.1", port: int = 0) -> AsyncIterat
     await legacy.start()
     config = traffic_config(vg.url(), legacy.url(), free_port())
     app = create_app(parse_config(config, env={}))
-    runner = web.AppRunner(app)
+    runner = JsonErrorRunner(app)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

@@ -54,6 +54,7 @@ from bridge.sim.scenario import (
 from bridge.sim.vaic import VaicClient
 from bridge.sim.vg_endpoint import VGEndpointSim
 from bridge.transport.admin import reload_gateway
+from bridge.transport.http_errors import JsonErrorRunner
 
 DEMO_TOKEN = "demo-token"
 # The console's admin token in the demo (printed with the console URL: a fixed demo value).
@@ -526,7 +527,7 @@ async def run_demo(calls: int = 1, out: TextIO = sys.stdout, *, serve: bool = Fa
             config_path = Path(folder) / "demo.yaml"
             config_path.write_text(demo_config(vg.url(), urls), encoding="utf-8")
             app = create_app(load_config(config_path, env={}), config_path=config_path)
-            runner = web.AppRunner(app)
+            runner = JsonErrorRunner(app)
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", 0).start()
             base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"

@@ -43,6 +43,7 @@ from bridge.errors import ConfigError, MappingError
 from bridge.mapping.engine import Engine
 from bridge.mapping.loader import SHIPPED_DIR, MappingSet, check_mappings, load_mappings
 from bridge.sim.vg_endpoint import VGEndpointSim
+from bridge.transport.http_errors import JsonErrorRunner
 from bridge.voicegateway import events as vge
 from bridge.voicegateway.wire import HookKind
 from tests.fuzz import strategies as S
@@ -213,7 +214,8 @@ class _RunningBridge:
 
     async def start(self, config: Config) -> None:
         self.app = create_app(config)
-        self.runner = web.AppRunner(self.app)
+        # As `serve` runs it: requests aiohttp's parser refuses are answered as JSON too.
+        self.runner = JsonErrorRunner(self.app)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
