@@ -17,6 +17,7 @@ from bridge.app import Gateway, GatewayKey, create_app
 from bridge.config import Config, load_config
 from bridge.mapping.engine import Engine
 from bridge.mapping.loader import SHIPPED_DIR
+from bridge.sim.legacy_endpoint import LegacyEndpointSim
 from bridge.transport.admin import add_admin_routes, reload_gateway
 
 ADMIN = {"Authorization": "Bearer admin-tok"}
@@ -293,3 +294,54 @@ async def test_reload_gateway_directly(admin_factory: AdminFactory) -> None:
     assert admin.gateway.config is state.config
     assert admin.gateway.engine is state.engine
     assert admin.gateway.config.routes["r"].async_mode is True
+
+
+async def test_a_reload_leaves_calls_in_flight_as_they_were(admin_factory: AdminFactory) -> None:
+    async with LegacyEndpointSim(token="legacy-tok") as legacy:
+        doc = _doc()
+        doc["routes"]["r"] = {
+            "token": "r-tok",
+            "legacy": {"url": legacy.url(), "token": "legacy-tok"},
+        }
+        admin = await admin_factory(doc)
+
+        async def post(path: str, body: dict[str, Any], token: str) -> tuple[int, Any]:
+            headers = {"Authorization": f"Bearer {token}"}
+            async with admin.http.post(admin.url + path, json=body, headers=headers) as resp:
+                return resp.status, await resp.json()
+
+        async def turn(conversation: str, token: str, activity: dict[str, Any]) -> int:
+            path = f"/ac/r/conversation/{conversation}/activities"
+            body = {"conversation": conversation, "activities": [activity]}
+            return (await post(path, body, token))[0]
+
+        start = {"type": "event", "name": "start", "id": "a1", "parameters": {}}
+        said = {"type": "message", "text": "hello", "id": "a2"}
+        for conversation in ("c1", "c2"):
+            assert (await post("/ac/r", {"conversation": conversation}, "r-tok"))[0] == 200
+            assert await turn(conversation, "r-tok", start) == 200
+
+        # the token rotates: the calls in flight take either token, new calls only the new one
+        rotated = _doc()
+        rotated["routes"]["r"] = {**doc["routes"]["r"], "token": "next-tok"}
+        admin.write(rotated)
+        assert (await admin.call("POST", "/admin/reload", ADMIN))[0] == 200
+        assert await turn("c1", "r-tok", said) == 200
+        assert await turn("c2", "next-tok", said) == 200
+        assert await turn("c1", "wrong", {**said, "id": "a3"}) == 401
+        assert (await post("/ac/r", {"conversation": "c3"}, "r-tok"))[0] == 401
+
+        # the route goes: its calls in flight carry on to their end, no new call is taken
+        gone = _doc()
+        del gone["routes"]["r"]
+        gone["routes"]["other"] = {"token": "o-tok", "legacy": {"url": legacy.url()}}
+        admin.write(gone)
+        assert (await admin.call("POST", "/admin/reload", ADMIN))[0] == 200
+        assert await turn("c1", "r-tok", {**said, "id": "a4"}) == 200
+        status, body = await post(
+            "/ac/r/conversation/c1/disconnect", {"conversation": "c1"}, "r-tok"
+        )
+        assert status == 200, body
+        assert (await post("/ac/r", {"conversation": "c4"}, "r-tok"))[0] == 404
+        assert (await post("/ac/r/conversation/c1/activities", {}, "r-tok"))[0] == 404
+    assert [len(call.turns) for call in legacy.calls.values()] == [3, 2]

@@ -53,17 +53,30 @@ def _authorized(request: web.Request, token: str) -> bool:
 
 
 def _route_handler(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """Resolve the route, check the bearer token, map protocol errors to JSON errors."""
+    """Resolve the route, check the bearer token, map protocol errors to JSON errors.
+
+    A request on a live conversation is served by the route settings the call started with, so
+    a reload that drops or changes the route leaves calls in flight as they were; its bearer
+    may be the call's token or the route's current one (a rotation mid-call breaks nothing).
+    """
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         gateway = request.app[GatewayKey]
         name = request.match_info["route"]
-        route = gateway.config.routes.get(name)
+        current = gateway.config.routes.get(name)
+        conversation = request.match_info.get("conversation")
+        call = gateway.calls.get(name, conversation) if conversation is not None else None
+        route = current if call is None else call.route
         rejected = gateway.metrics.rejected_requests
         if route is None:
             rejected.labels(UNKNOWN_ROUTE, "not_found").inc()
             return error_response(404, "not_found", "unknown route")
-        if not _authorized(request, route.token):
+        if not (
+            _authorized(request, route.token)
+            or (
+                current is not None and current is not route and _authorized(request, current.token)
+            )
+        ):
             rejected.labels(name, "auth").inc()
             return error_response(401, "auth", "missing or invalid bearer token")
         try:
