@@ -305,6 +305,8 @@ async def run_latency(stack: Stack, res: Results, configs: list[Configuration]) 
                         "p50": quantile(ms, 0.5),
                         "p99": quantile(ms, 0.99),
                         "p999": quantile(ms, 0.999),
+                        # the phase's second half: what a guard that sheds load settles at
+                        "p99_settled": quantile(ms[len(ms) // 2 :], 0.99),
                         "rate": phase.rate,
                     }
                 )
@@ -461,6 +463,12 @@ def verdicts(res: Results) -> list[tuple[str, str, bool | None]]:
         )
         shares = res.coverage.get(("shadow_guarded", 0.5))
         covered = f", {median(shares):.0%} of the turns compared" if shares else ""
+        if all("p99_settled" in r for r in res.latency.get(("shadow_guarded", 0.5), [{}])):
+            settled = (
+                _added(res, "shadow_guarded", 0.5, "p99_settled"),
+                _added(res, "passthrough", 0.5, "p99_settled"),
+            )
+            covered += "; second half of each phase: {:.2f} vs {:.2f} ms".format(*settled)
         out.append(
             (
                 f"shadow shed above {SHADOW_MAX_CPU:.0%} busy: primary added p99 within 10 % "

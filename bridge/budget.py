@@ -2,9 +2,10 @@
 
 A shadow is a whole second call, so it roughly doubles what a call costs the core. A route
 with `migration.shadow_max_cpu` set starts no shadow while the core's busy share (CPU time over
-wall time in the last window) is above that share, and each window it stays above, part of the
-route's running shadows are shed, newest first, so the primaries get the core back within a few
-windows. Shed shadows are counted; the comparisons they would have made are simply not made.
+wall time in the current window, or the last one while the current is young) is above that
+share, and each window it stays above, part of the route's running shadows are shed, newest
+first, so the primaries get the core back within a few windows. Shed shadows are counted; the
+comparisons they would have made are simply not made.
 
 `CoreBudget` is sans-I/O: `observe` takes the clocks' readings and returns the shadows to shed;
 `watch` is the small task that feeds it from the process's clocks.
@@ -19,6 +20,11 @@ from collections.abc import Callable
 from typing import Protocol
 
 DEFAULT_WINDOW_S = 1.0
+# Admission reads the window under way once it is this long: after a burst ends, the last whole
+# window still says busy while the core is idle again, and calls starting then (all of them, when
+# callers arrive together) would go without a shadow for their whole length.
+FRESH_S = 0.2
+SATURATED = 0.95
 
 
 class Sheddable(Protocol):
@@ -42,9 +48,15 @@ class CoreBudget:
         # insertion-ordered: the newest shadows are shed first (the least comparison lost)
         self._running: dict[Sheddable, float] = {}
 
-    def admits(self, limit: float | None) -> bool:
-        """Whether a shadow under `limit` (None: no limit) may start now."""
-        return limit is None or self.busy <= limit
+    def admits(self, limit: float | None, wall_s: float, cpu_s: float) -> bool:
+        """Whether a shadow under `limit` (None: no limit) may start at these clock readings:
+        by the window under way when it is FRESH_S long, else by the last whole one."""
+        if limit is None:
+            return True
+        busy = self.busy
+        if self._last is not None and wall_s - self._last[0] >= FRESH_S:
+            busy = max(0.0, cpu_s - self._last[1]) / (wall_s - self._last[0])
+        return busy <= limit
 
     def add(self, shadow: Sheddable, limit: float | None) -> None:
         if limit is not None:
@@ -60,7 +72,9 @@ class CoreBudget:
         """Close a window at these clock readings; the shadows to shed for it (already removed).
 
         Of the shadows under each limit the window's busy share exceeds, the excess share of
-        them goes, at least one: e.g. a quarter of them at busy 1.0 under a limit of 0.75.
+        them goes, at least one: e.g. a fifth of them at busy 0.9 under a limit of 0.72. A
+        saturated core (busy from SATURATED up) hides how far demand is over, so then at least
+        half of them go.
         """
         last, self._last = self._last, (wall_s, cpu_s)
         if last is None or wall_s <= last[0]:
@@ -72,7 +86,10 @@ class CoreBudget:
                 by_limit.setdefault(limit, []).append(shadow)
         shed: list[Sheddable] = []
         for limit, shadows in by_limit.items():
-            count = max(1, math.ceil(len(shadows) * (busy - limit) / busy))
+            share = (busy - limit) / busy
+            if busy >= SATURATED:
+                share = max(share, 0.5)
+            count = max(1, math.ceil(len(shadows) * share))
             shed.extend(shadows[-count:])
         for shadow in shed:
             del self._running[shadow]

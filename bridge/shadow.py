@@ -58,7 +58,9 @@ def start_shadow(
 ) -> ShadowRunner | None:
     """A shadow for the call on path `name`, or None (counted) when the budget has no room."""
     limit = info.route.migration.shadow_max_cpu
-    if budget is not None and not budget.admits(limit):
+    if budget is not None and not budget.admits(
+        limit, asyncio.get_running_loop().time(), budget.cpu()
+    ):
         info.metrics.upstream_errors.labels(info.route_name, name, "shed").inc()
         return None
     runner = ShadowRunner(

@@ -46,11 +46,18 @@ def test_a_clock_that_did_not_move_changes_nothing() -> None:
 
 
 def test_admission_is_by_the_route_limit() -> None:
-    budget = budget_at(0.8)
-    assert budget.admits(None)  # no limit: always
-    assert budget.admits(0.9)
-    assert budget.admits(0.8)
-    assert not budget.admits(0.75)
+    budget = budget_at(0.8)  # the window closed at wall 11.0, CPU 5.8
+    assert budget.admits(None, 11.1, 5.9)  # no limit: always
+    assert budget.admits(0.9, 11.1, 5.9)
+    assert budget.admits(0.8, 11.1, 5.9)
+    assert not budget.admits(0.75, 11.1, 5.9)
+
+
+def test_admission_reads_the_window_under_way_once_it_is_long_enough() -> None:
+    budget = budget_at(0.9)  # a burst just ended: the last whole window was 90 % busy
+    assert not budget.admits(0.5, 11.1, 5.9)  # 0.1 s into the next: too short to tell
+    assert budget.admits(0.5, 11.3, 5.92)  # 0.3 s of 10 %: idle again, the call gets a shadow
+    assert not budget.admits(0.5, 11.3, 6.1)  # 0.3 s of 100 %: still busy
 
 
 def test_the_excess_share_of_shadows_is_shed_newest_first() -> None:
@@ -59,12 +66,12 @@ def test_the_excess_share_of_shadows_is_shed_newest_first() -> None:
     for shadow in shadows:
         budget.add(shadow, 0.75)
     budget.observe(0.0, 0.0)
-    shed = budget.observe(1.0, 1.0)  # busy 1.0 over a 0.75 limit: a quarter of them
-    assert shed == shadows[-2:]
+    shed = budget.observe(1.0, 0.9375)  # busy 0.9375 over a 0.75 limit: a fifth of them
+    assert shed == shadows[-2:]  # 1.6, rounded up
     assert len(budget) == 6
-    # still over: a quarter of what is left, rounded up
-    assert budget.observe(2.0, 2.0) == shadows[4:6]
-    assert len(budget) == 4
+    # saturated: how far demand is over cannot be seen, half of what is left goes
+    assert budget.observe(2.0, 1.9375) == shadows[3:6]
+    assert len(budget) == 3
 
 
 def test_at_least_one_goes_and_none_under_the_limit() -> None:

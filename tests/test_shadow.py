@@ -471,7 +471,8 @@ async def test_shadows_give_way_while_the_core_is_over_the_route_budget(
     vg_sim: VGEndpointSim,
 ) -> None:
     scenario = SCENARIOS["spoken_answer"]
-    budget = CoreBudget(window_s=3600)  # never ticks by itself: the test feeds it readings
+    cpu = [0.0]  # the budget's CPU clock, moved by hand (wall time is the loop's)
+    budget = CoreBudget(window_s=3600, cpu=lambda: cpu[0])  # never ticks by itself
     async with LegacyEndpointSim(token=LEGACY_TOKEN) as legacy, aiohttp.ClientSession() as http:
         migration = {"force": "legacy", "shadow": True, "shadow_max_cpu": 0.5}
         routes = {
@@ -484,18 +485,21 @@ async def test_shadows_give_way_while_the_core_is_over_the_route_budget(
             bridge = RunningBridge(app, url, http)
             baseline = await drive(bridge, scenario, route="plain")
 
-            budget.observe(0.0, 0.0)
-            budget.observe(1.0, 0.9)  # 90 % busy, over the route's 50 %
+            loop = asyncio.get_running_loop()
+            budget.observe(loop.time() - 1.0, cpu[0])
+            cpu[0] += 1000.0  # busy far over the route's 50 %, whatever the window
             assert await drive(bridge, scenario, route="r") == baseline
             assert not vg_sim.calls  # no shadow was started
             assert total(bridge, "acvg_upstream_errors_total", kind="shed") == 1
 
-            budget.observe(2.0, 0.9)  # idle again: the next call is mirrored
+            now = loop.time()
+            budget.observe(now, cpu[0])
+            budget.observe(now + 0.001, cpu[0])  # idle again: the next call is mirrored
             shed: list[Any] = []
 
             async def overloaded() -> None:
                 await eventually(lambda: len(vg_sim.calls) == 1)
-                shed.extend(budget.observe(3.0, 1.9))  # 100 % busy
+                shed.extend(budget.observe(loop.time() + 1.0, cpu[0] + 1000.0))
                 for shadow in shed:
                     shadow.shed()
 
