@@ -64,14 +64,14 @@ def test_the_excess_share_of_shadows_is_shed_newest_first() -> None:
     budget = CoreBudget()
     shadows = [Shadow(f"s{i}") for i in range(8)]
     for shadow in shadows:
-        budget.add(shadow, 0.75)
+        budget.add(shadow, 0.72)
     budget.observe(0.0, 0.0)
-    shed = budget.observe(1.0, 0.9375)  # busy 0.9375 over a 0.75 limit: a fifth of them
-    assert shed == shadows[-2:]  # 1.6, rounded up
-    assert len(budget) == 6
-    # saturated: how far demand is over cannot be seen, half of what is left goes
-    assert budget.observe(2.0, 1.9375) == shadows[3:6]
-    assert len(budget) == 3
+    shed = budget.observe(1.0, 0.9)  # busy 0.9 over a 0.72 limit: two fifths of them
+    assert shed == shadows[-4:]  # 3.2, rounded up
+    assert len(budget) == 4
+    # saturated: how far demand is over cannot be seen, at least half of what is left goes
+    assert budget.observe(2.0, 1.85) == shadows[2:4]  # busy 0.95: 48 %, so half
+    assert len(budget) == 2
 
 
 def test_at_least_one_goes_and_none_under_the_limit() -> None:
@@ -94,8 +94,8 @@ def test_each_limit_sheds_its_own_share_and_unlimited_shadows_are_not_tracked() 
     budget.add(Shadow("unlimited"), None)
     assert len(budget) == 8
     budget.observe(0.0, 0.0)
-    shed = budget.observe(1.0, 0.9)  # over 0.5 (by 0.4/0.9 → 2 of 4), not over 0.95
-    assert shed == strict[-2:]
+    shed = budget.observe(1.0, 0.7)  # over 0.5 (0.2 of 0.35 for shadows → 3 of 4), not 0.95
+    assert shed == strict[-3:]
 
 
 def test_discarded_shadows_are_never_shed() -> None:
