@@ -28,7 +28,7 @@ from bridge.mapping.loader import MappingSet
 from bridge.metrics import Metrics
 from bridge.numbers import NumberInfo, number_metadata
 from bridge.path import CallInfo, CallPath, PathName, PathSink, PathStartError
-from bridge.shadow import ShadowRunner, close_in_background, start_shadow
+from bridge.shadow import ShadowRunner, close_in_background, shadow_admitted
 from bridge.timer import DeadlineTimer
 
 Outputs = tuple[dict[str, object], ...]
@@ -291,15 +291,16 @@ class CallSession:
         if self.route.migration.shadow and reason != "fallback":
             other: PathName = "legacy" if path == "voicegateway" else "voicegateway"
             shadow_info = dataclasses.replace(info, role="shadow")
-            self._shadow = start_shadow(
-                other,
-                shadow_info,
-                primary_path=path,
-                make_path=self._make_path,
-                mappings=self._mappings,
-                divergence=self._divergence,
-                budget=self._budget,
-            )
+            if shadow_admitted(other, shadow_info, self._budget):
+                self._shadow = ShadowRunner(
+                    other,
+                    shadow_info,
+                    primary_path=path,
+                    make_path=self._make_path,
+                    mappings=self._mappings,
+                    divergence=self._divergence,
+                    budget=self._budget,
+                )
 
     async def _start_path(
         self, path: PathName, info: CallInfo, activities: Sequence[dict[str, Any]]

@@ -46,35 +46,15 @@ async def drain_closing(timeout_s: float = 5.0) -> None:
         await asyncio.wait(set(_closing), timeout=timeout_s)
 
 
-def start_shadow(
-    name: PathName,
-    info: CallInfo,
-    *,
-    primary_path: PathName,
-    make_path: PathFactory,
-    mappings: MappingSet,
-    divergence: DivergenceLog | None,
-    budget: CoreBudget | None,
-) -> ShadowRunner | None:
-    """A shadow for the call on path `name`, or None (counted) when the budget has no room."""
-    limit = info.route.migration.shadow_max_cpu
-    if budget is not None and not budget.admits(
-        limit, asyncio.get_running_loop().time(), budget.cpu()
+def shadow_admitted(name: PathName, info: CallInfo, budget: CoreBudget | None) -> bool:
+    """Whether the core budget has room for a shadow of this call on path `name`; counted as
+    shed when it has not."""
+    if budget is None or budget.admits(
+        info.route.migration.shadow_max_cpu, asyncio.get_running_loop().time(), budget.cpu()
     ):
-        info.metrics.upstream_errors.labels(info.route_name, name, "shed").inc()
-        return None
-    runner = ShadowRunner(
-        name,
-        info,
-        primary_path=primary_path,
-        make_path=make_path,
-        mappings=mappings,
-        divergence=divergence,
-        budget=budget,
-    )
-    if budget is not None:
-        budget.add(runner, limit)
-    return runner
+        return True
+    info.metrics.upstream_errors.labels(info.route_name, name, "shed").inc()
+    return False
 
 
 class ShadowRunner:
@@ -93,6 +73,8 @@ class ShadowRunner:
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._budget = budget
+        if budget is not None:
+            budget.add(self, info.route.migration.shadow_max_cpu)
         self._info = info
         self._primary_path = primary_path
         self._mappings = mappings
