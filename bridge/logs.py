@@ -25,6 +25,8 @@ __all__ = ["CONTEXT_FIELDS", "ContextFormatter", "RedactingFilter", "configure_l
 
 CONTEXT_FIELDS = ("route", "conversation", "call_sid")
 # websockets logs every frame at DEBUG: session:new carries the caller, verb:hook the transcript.
+# The bridge's own jambonz socket is aiohttp's (no frame logging); websockets stays capped for
+# embedders and tools that still use it (bench/loadgen.py).
 _FRAME_LOGGERS = ("websockets",)
 
 _KEYED_DTMF = re.compile(
