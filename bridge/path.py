@@ -17,7 +17,7 @@ from bridge.numbers import NumberInfo
 
 PathName = Literal["legacy", "voicegateway"]
 Role = Literal["primary", "shadow"]
-TURN_ENDING_VERBS = frozenset({"gather", "hangup", "dial", "sip:refer"})
+TURN_ENDING_VERBS = frozenset({"gather", "hangup", "sip:decline", "dial", "sip:refer"})
 
 
 class PathStartError(Exception):

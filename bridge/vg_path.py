@@ -22,7 +22,7 @@ from typing import Any
 
 from bridge.audiocodes import wire as ac
 from bridge.audiocodes.conversation import InputKind, classify
-from bridge.mapping.engine import Engine, Translation
+from bridge.mapping.engine import UNMAPPED_NODE, Engine, Translation
 from bridge.path import TURN_ENDING_VERBS, CallInfo, PathName, PathSink, PathStartError
 from bridge.timer import DeadlineTimer
 from bridge.transport.vg import (
@@ -34,12 +34,13 @@ from bridge.transport.vg import (
     should_retry,
 )
 from bridge.voicegateway import events as vge
-from bridge.voicegateway.protocol import CallProtocol
+from bridge.voicegateway.protocol import UNSUPPORTED, CallProtocol
 from bridge.voicegateway.wire import HookKind
 
 SocketOpener = Callable[[str, float], Awaitable[VoiceGatewaySocket]]
 _HOOK_KINDS = {"input": HookKind.INPUT, "transfer": HookKind.TRANSFER, "play": HookKind.PLAY}
 _TRANSFER_VERBS = frozenset({"dial", "sip:refer"})
+_ENDING_VERBS = frozenset({"hangup", "sip:decline"})
 MAX_REJECTED_FRAMES = 50
 log = logging.getLogger("bridge.vg_path")
 
@@ -64,7 +65,10 @@ class VoiceGatewayPath:
         self._metrics = info.metrics
         self._route = info.route
         self._protocol = CallProtocol(
-            info.call_sid, input_hook=info.route.input_hook, now=self._loop.time()
+            info.call_sid,
+            input_hook=info.route.input_hook,
+            now=self._loop.time(),
+            serves=lambda verb: self._engine.serves(verb, self._ctx),
         )
         self._ctx: dict[str, Any] = {
             "route": info.route_name,
@@ -289,6 +293,8 @@ class VoiceGatewayPath:
                 self._lost("voice gateway did not take the reconnect", kind="ack_timeout")
         elif isinstance(event, vge.CloseRequested):
             return event.code
+        elif isinstance(event, vge.CommandIgnored):
+            self._command_ignored(event, now)
         elif isinstance(event, vge.FrameRejected):
             self._count_error("bad_frame")
             self._rejected += 1
@@ -316,7 +322,19 @@ class VoiceGatewayPath:
                 self._end_now(now)
                 return
         self._sink.emit(outputs, turn_ending=name in TURN_ENDING_VERBS)
-        if name == "hangup":
+        if name in _ENDING_VERBS:
+            self._end_now(now)
+
+    def _command_ignored(self, event: vge.CommandIgnored, now: float) -> None:
+        """A command with no AudioCodes counterpart is unmapped like a verb without a mapping:
+        counted, logged once per call, and the route's `unmapped` policy decides."""
+        if event.reason != UNSUPPORTED:
+            self.log.debug("command %s ignored: %s", event.command, event.reason)
+            return
+        translation = Translation(UNMAPPED_NODE, "unmapped", error="no AudioCodes counterpart")
+        self._accept("to_audiocodes", translation, f"command {event.command}")
+        if self._route.unmapped == "fail":
+            self._sink.fail(f"unmapped command {event.command}")
             self._end_now(now)
 
     def _lost(self, reason: str, *, kind: str | None = None) -> None:

@@ -336,10 +336,10 @@ _json = st.recursive(
     max_leaves=10,
 )
 _VERBS = ["say", "play", "gather", "dial", "sip:refer", "config", "hangup", "dtmf", "tag",
-          "sip:request"]  # fmt: skip
+          "sip:request", "pause", "sip:decline", "answer", "redirect"]  # fmt: skip
 _KEYS = ["text", "url", "target", "headers", "synthesizer", "recognizer", "bargeIn", "record",
          "say", "play", "timeout", "input", "numDigits", "dtmf", "method", "body",
-         "referTo"]  # fmt: skip
+         "referTo", "length", "status", "reason"]  # fmt: skip
 
 
 def _no_nulls(value: Any) -> bool:
@@ -350,7 +350,7 @@ def _no_nulls(value: Any) -> bool:
     return all(v is not None and (k not in built or _no_nulls(v)) for k, v in value.items())
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(
     name=st.sampled_from(_VERBS),
     body=st.dictionaries(st.sampled_from(_KEYS), _json, max_size=5),
@@ -365,7 +365,7 @@ _ACTIVITY_NAMES = ["start", "DTMF", "dtmf", "noUserInput", "transferStatus", "pl
                    "conversationEnd", "other"]  # fmt: skip
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(
     kind=st.sampled_from(["event", "message", "bogus"]),
     name=st.sampled_from(_ACTIVITY_NAMES),

@@ -15,7 +15,7 @@ ALL_NODES = {
     "say", "play", "hangup", "transfer_dial", "transfer_refer", "session_config",
     "call_recording", "send_metadata", "dtmf", "gather", "tag",
     "start", "speech_input", "dtmf_input", "no_input", "transfer_status", "play_failed",
-    "call_end", "call_events",
+    "call_end", "call_events", "pause", "sip_decline", "answer", "alert", "leave", "redirect",
 }  # fmt: skip
 
 SAY = """\

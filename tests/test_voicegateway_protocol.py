@@ -586,11 +586,70 @@ def test_ack_of_an_idle_input_hook_with_verbs_runs_them() -> None:
     assert texts(proto.events_received()) == ["reply", "gather"]
 
 
-def test_redirect_object_form_is_ignored() -> None:
-    proto = started([GATHER])
+def test_redirect_call_hook_asks_the_app_with_session_redirect() -> None:
+    """@jambonz/sdk injectRedirect: `{call_hook}` -> `session:redirect` on that hook; the ack's
+    verbs replace the stack and kill the gather in progress (feature-server `_lccCallHook`)."""
+    proto = started([GATHER, say("after the gather")])
     command(proto, "redirect", {"call_hook": "/new-app"})
-    assert proto.events_received() == [CommandIgnored("redirect")]
+    assert proto.events_received() == []
+    [msg] = proto.messages_to_send()
+    assert_envelope(msg, "session:redirect")
+    assert msg["hook"] == "/new-app"
+    assert msg["data"]["call_status"] == "in-progress"
+    assert msg["data"]["customerData"] == session_new_data()["customerData"]
+    assert_valid_callback("session-redirect", msg["data"])
+    assert proto.awaiting_ack
+    assert proto.pending_hook(HookKind.INPUT) == "voice"  # the gather runs until the ack
+    ack(proto, msg["msgid"], [say("new app"), GATHER], now=T0 + 0.2)
+    events = proto.events_received()
+    assert events[0] == Acked("session:redirect", pytest.approx(0.2))
+    assert texts(events) == ["new app", "gather"]
+    assert not proto.awaiting_ack
+
+
+def test_redirect_call_hook_with_an_empty_ack_changes_nothing() -> None:
+    proto = started([GATHER])
+    command(proto, "redirect", {"call_hook": {"url": "/other", "method": "POST"}})
+    [msg] = proto.messages_to_send()
+    assert msg["hook"] == "/other"
+    ack(proto, msg["msgid"], None)
+    assert executed(proto.events_received()) == []
+    assert proto.send_input(HookKind.INPUT, SPEECH_RESULT, T0)  # the same gather takes input
+
+
+def test_redirect_parent_call_runs_the_inline_application() -> None:
+    proto = started([GATHER])
+    command(proto, "redirect", {"parent_call": [say("inline"), {"hangup": {}}]})
+    assert texts(proto.events_received()) == ["inline", "hangup"]
+    assert proto.hung_up
+
+
+def test_redirect_of_a_child_leg_only_is_unsupported() -> None:
+    proto = started([GATHER])
+    command(proto, "redirect", {"child_call_hook": "/child"})
+    assert proto.events_received() == [CommandIgnored("redirect", "unsupported")]
     assert proto.messages_to_send() == []
+
+
+def test_tag_command_replaces_customer_data_like_the_tag_verb() -> None:
+    """@jambonz/sdk injectTag: the next hook payload carries the new customerData."""
+    proto = started([GATHER])
+    command(proto, "tag", {"segment": "gold", "ticket": 7})
+    assert executed(proto.events_received()) == [
+        {"verb": "tag", "data": {"segment": "gold", "ticket": 7}}
+    ]
+    assert proto.customer_data == {"segment": "gold", "ticket": 7}
+    assert proto.send_input(HookKind.INPUT, DTMF_RESULT, T0)
+    [hook] = proto.messages_to_send()
+    assert hook["data"]["customerData"] == {"segment": "gold", "ticket": 7}
+
+
+def test_tag_command_without_an_object_is_rejected() -> None:
+    proto = started([GATHER])
+    command(proto, "tag", ["not", "an", "object"])
+    [error] = proto.messages_to_send()
+    assert error["type"] == "jambonz:error"
+    assert "data must be an object" in error["data"]["details"]
 
 
 def test_config_only_app_then_queued_commands_without_hook_acks() -> None:
@@ -709,14 +768,16 @@ def test_call_status_completed_command_is_a_hangup() -> None:
 def test_call_status_no_answer_is_ignored_on_an_answered_call() -> None:
     proto = started([GATHER])
     command(proto, "call:status", {"call_status": "no-answer"})
-    assert proto.events_received() == [CommandIgnored("call:status")]
+    assert proto.events_received() == [
+        CommandIgnored("call:status", "no effect on an answered call")
+    ]
 
 
 @pytest.mark.parametrize("name", ["whisper", "mute:status", "made-up"])
 def test_unsupported_commands_are_ignored_without_error(name: str) -> None:
     proto = started([GATHER])
     command(proto, name, {"x": 1})
-    assert proto.events_received() == [CommandIgnored(name)]
+    assert proto.events_received() == [CommandIgnored(name, "unsupported")]
     assert proto.messages_to_send() == []
 
 
@@ -725,7 +786,7 @@ def test_command_for_another_leg_is_ignored() -> None:
     proto.receive_message(
         {"type": "command", "command": "redirect", "callSid": "other", "data": [say("x")]}, T0
     )
-    assert proto.events_received() == [CommandIgnored("redirect")]
+    assert proto.events_received() == [CommandIgnored("redirect", "other call leg")]
 
 
 def test_command_with_own_call_sid_and_msgid_is_executed() -> None:
@@ -749,7 +810,7 @@ def test_commands_before_session_ack_are_ignored() -> None:
     proto.start(session_new_data(), T0)
     proto.messages_to_send()
     redirect(proto, [say("early")], queue=True)
-    assert proto.events_received() == [CommandIgnored("redirect")]
+    assert proto.events_received() == [CommandIgnored("redirect", "call not active")]
 
 
 # ------------------------------------------------------------ bargeIn, tag
@@ -838,7 +899,7 @@ def test_hangup_clears_the_stack_and_end_sends_completed() -> None:
     assert proto.hung_up
     assert not proto.ended
     redirect(proto, [say("after hangup")], queue=False)
-    assert proto.events_received() == [CommandIgnored("redirect")]
+    assert proto.events_received() == [CommandIgnored("redirect", "call not active")]
     proto.end("jambonz", T0 + 42.7)
     [status] = proto.messages_to_send()
     assert_envelope(status, "call:status")
@@ -1216,3 +1277,114 @@ def test_graceful_close_before_session_ack_rejects_the_call() -> None:
     assert proto.ended
     proto.connection_lost(T0 + 2)
     assert proto.reconnected(T0 + 2) is None
+
+
+# ------------------------------------------- redirect verb, sip:decline, unserved verbs
+
+
+def accepted(
+    verbs: list[Any], **kwargs: Any
+) -> tuple[CallProtocol, list[Any], list[dict[str, Any]]]:
+    """A protocol whose session:new was acked with `verbs`: it, the events and the frames that
+    ack produced (session:new, call:status in-progress already left out)."""
+    proto = make_protocol(**kwargs)
+    proto.start(session_new_data(), T0)
+    [msg] = proto.messages_to_send()
+    proto.receive_message({"type": "ack", "msgid": msg["msgid"], "data": verbs}, T0)
+    frames = [m for m in proto.messages_to_send() if m["type"] != "call:status"]
+    events = [e for e in proto.events_received() if not isinstance(e, SessionAccepted)]
+    return proto, events, frames
+
+
+def test_redirect_verb_reports_its_action_hook_and_blocks_until_the_ack() -> None:
+    """feature-server redirect.js: `performAction` sends `verb:hook` on the actionHook; a
+    non-empty ack replaces the application."""
+    proto, events, [hook] = accepted(
+        [say("one"), {"verb": "redirect", "actionHook": "/next"}, say("dropped")]
+    )
+    assert texts(events) == ["one", "redirect"]
+    assert_envelope(hook, "verb:hook")
+    assert hook["hook"] == "/next"
+    assert hook["data"]["call_sid"] == CALL_SID
+    assert proto.awaiting_ack
+    assert proto.pending_hook(HookKind.VERB) is None
+    assert not proto.send_input(HookKind.VERB, {}, T0)
+    ack(proto, hook["msgid"], [say("next app")])
+    assert texts(proto.events_received()) == ["next app"]
+
+
+def test_redirect_verb_with_an_empty_ack_goes_on_with_the_stack() -> None:
+    proto, _, [hook] = accepted([{"redirect": {"actionHook": "/next"}}, say("two")])
+    ack(proto, hook["msgid"], [])
+    assert texts(proto.events_received()) == ["two"]
+
+
+def test_redirect_verb_whose_hook_is_never_acked_carries_on_after_the_budget() -> None:
+    proto, _, [hook] = accepted([{"redirect": {"actionHook": "/next"}}, say("two")])
+    proto.tick(T0 + ACK_TIMEOUT_S)
+    events = proto.events_received()
+    assert events[0] == AckTimedOut("verb:hook", hook["msgid"])
+    assert texts(events) == ["two"]
+
+
+def test_sip_decline_ends_the_call_like_hangup() -> None:
+    proto, events, _ = accepted(
+        [{"verb": "sip:decline", "status": 486, "reason": "Busy Here"}, say("never")]
+    )
+    assert texts(events) == ["sip:decline"]
+    assert proto.hung_up
+
+
+@pytest.mark.parametrize(
+    ("verb", "schema", "result"),
+    [
+        ({"verb": "enqueue", "name": "support"}, "enqueue", {"queue_result": "error"}),
+        ({"verb": "dequeue", "name": "support"}, "dequeue", {"dequeue_result": "timeout"}),
+        ({"verb": "conference", "name": "room-1"}, "conference", {}),
+        ({"verb": "llm", "vendor": "openai", "llmOptions": {}}, "llm", {}),
+        ({"openai_s2s": {"llmOptions": {}}}, "llm", {"completion_reason": "connection failure"}),
+        ({"verb": "listen", "url": "wss://x.example/audio"}, "listen", {}),
+        ({"verb": "message", "to": "+15551230000", "from": "+15551230001"}, "message", {}),
+    ],
+)
+def test_unserved_blocking_verb_reports_its_hook_as_failed_at_once(
+    verb: dict[str, Any], schema: str, result: dict[str, Any]
+) -> None:
+    """A verb the bridge cannot serve never leaves the call waiting for a hook that never comes:
+    its actionHook reports the failure feature-server would, and the app's ack decides."""
+    body = next(iter(verb.values())) if "verb" not in verb else verb
+    body["actionHook"] = "/after"
+    proto, events, [hook] = accepted([verb, say("not yet")])
+    assert [v["verb"] for v in executed(events)] == [
+        "llm" if "openai_s2s" in verb else verb["verb"]
+    ]
+    assert_envelope(hook, "verb:hook")
+    assert hook["hook"] == "/after"
+    assert result.items() <= hook["data"].items()
+    assert_valid_callback(schema, hook["data"])
+    ack(proto, hook["msgid"], [say("sorry"), GATHER])
+    assert texts(proto.events_received()) == ["sorry", "gather"]
+
+
+def test_unserved_verb_without_a_hook_lets_the_stack_go_on() -> None:
+    _, events, frames = accepted([{"verb": "enqueue", "name": "support"}, say("next")])
+    assert texts(events) == ["enqueue", "next"]
+    assert frames == []
+
+
+def test_a_verb_a_mapping_serves_is_not_reported_as_failed() -> None:
+    _, events, frames = accepted(
+        [{"verb": "enqueue", "name": "support", "actionHook": "/q"}],
+        serves=lambda verb: verb["verb"] == "enqueue",
+    )
+    assert texts(events) == ["enqueue"]
+    assert frames == []
+
+
+def test_unserved_verb_after_a_graceful_close_is_not_reported() -> None:
+    proto = started([GATHER, {"verb": "enqueue", "name": "q", "actionHook": "/q"}, say("after")])
+    proto.closed_gracefully(T0)
+    proto.events_received()
+    assert not proto.send_input(HookKind.INPUT, DTMF_RESULT, T0)  # completes the gather
+    assert texts(proto.events_received()) == ["enqueue", "after", "hangup"]
+    assert proto.messages_to_send() == []

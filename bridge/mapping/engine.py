@@ -117,6 +117,8 @@ class CompiledMapping:
     # comparison uses them to tell which node an activity from either path belongs to.
     activity_shapes: tuple[tuple[str, str | None], ...] = ()
     emitted_paths: frozenset[str] = frozenset()
+    # `compare.identify`: the activities of this shape that are this node's (others never are)
+    identify: Cond | None = None
 
 
 # --- paths -------------------------------------------------------------------------------------
@@ -188,7 +190,7 @@ _EXPR_KEYS = frozenset(
 )
 _BOOL_OPS = frozenset({"$any", "$all", "$not"})
 _WORD_PREDICATES = frozenset({"present", "absent", "truthy", "falsy"})
-_DICT_PREDICATES = frozenset({"equals", "not_equals", "in", "not_in", "contains"})
+_DICT_PREDICATES = frozenset({"equals", "not_equals", "in", "not_in", "contains", "matches"})
 _LET_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
@@ -437,6 +439,16 @@ class _Compiler:
             if op == "in":
                 return lambda v: v is not MISSING and any(_same(v, c) for c in choices)
             return lambda v: v is MISSING or not any(_same(v, c) for c in choices)
+        if op == "matches":
+            try:
+                pattern = re.compile(arg) if isinstance(arg, str) else None
+            except re.error as exc:
+                self.fail(f"{where}.matches", f"invalid regular expression: {exc}")
+                return None
+            if pattern is None:
+                self.fail(f"{where}.matches", "must be a regular expression (a string)")
+                return None
+            return lambda v: isinstance(v, str) and pattern.fullmatch(v) is not None
 
         def contains(v: Any) -> bool:
             if isinstance(v, list):
@@ -569,6 +581,12 @@ def compile_mapping(
                 c.fail(f"{where}.require", f"{name!r} is not a field of emit")
         outputs.append(CompiledOutput(emit, out_when, foreach, tuple(spec.require)))
 
+    identify: Cond | None = None
+    if model.compare.identify is not None:
+        if model.direction is not Direction.TO_AUDIOCODES:
+            c.fail("compare.identify", "only for direction to_audiocodes")
+        identify = c.condition(model.compare.identify, "compare.identify")
+
     for i, path in enumerate(model.compare.noise):
         try:
             parse_path(path)
@@ -612,6 +630,7 @@ def compile_mapping(
         normalizers=normalizers,
         activity_shapes=shapes,
         emitted_paths=emitted,
+        identify=identify,
     )
     return compiled, []
 
@@ -713,6 +732,15 @@ class Engine:
                 continue
             parts.append(Translation(mapping.node, "ok", tuple(outputs)))
         return parts or [_unmapped(f"this form of verb {name!r}")]
+
+    def serves(self, verb: Mapping[str, Any], ctx: Mapping[str, Any]) -> bool:
+        """Whether some mapping file translates this normalized verb (its `when` holds)."""
+        name = verb.get("verb")
+        candidates = self._by_verb.get(name) if isinstance(name, str) else None
+        try:
+            return any(m.when is None or m.when(Scope(verb, ctx)) for m in candidates or ())
+        except Exception:  # a mapping bug: translating will report it; the verb is not served
+            return False
 
     def activity_to_voicegateway(
         self, activity: Mapping[str, Any], ctx: Mapping[str, Any]

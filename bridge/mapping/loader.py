@@ -17,7 +17,14 @@ from pydantic import ValidationError
 
 import bridge
 from bridge.errors import MappingError
-from bridge.mapping.engine import UNMAPPED_NODE, CompareHints, CompiledMapping, compile_mapping
+from bridge.mapping.engine import (
+    UNMAPPED_NODE,
+    CompareHints,
+    CompiledMapping,
+    Cond,
+    Scope,
+    compile_mapping,
+)
 from bridge.mapping.schema import Direction, MappingFile
 
 SHIPPED_DIR = Path(bridge.__file__).parent / "mappings"
@@ -77,10 +84,12 @@ class MappingSet:
         Reverse index of the files' emit literals: `message` → say, `event playUrl` → play, ...
         Event names are matched exactly, else case-insensitively. Files with `nested` (gather) are
         not indexed: their activities are their nested verbs' (say, play) or a `config` event
-        (session_config). When several files emit the same type and name (transfer_dial and
-        transfer_refer), the one whose own fields (fields the others never emit, e.g.
-        `activityParams.transferReferredByURL`) are present in the activity wins; with none
-        present, the file with the fewest own fields (transfer_dial). No file → `unmapped`.
+        (session_config). A file with `compare.identify` owns exactly the activities that
+        condition holds for (pause: a message of SSML breaks only). When several files emit the
+        same type and name (transfer_dial and transfer_refer), the one whose own fields (fields
+        the others never emit, e.g. `activityParams.transferReferredByURL`) are present in the
+        activity wins; with none present, the file with the fewest own fields (transfer_dial).
+        No file → `unmapped`.
         Never raises.
         """
         if not isinstance(activity, Mapping):
@@ -95,17 +104,20 @@ class MappingSet:
             candidates = self._by_emitted_folded.get((kind, folded))
         if not candidates:
             return UNMAPPED_NODE
-        if len(candidates) == 1:
-            return candidates[0][0]
-        best = max(
-            candidates,
-            key=lambda c: (sum(_present(activity, p) for p in c[1]), -len(c[1])),
-        )
+        general = []
+        for node, own, identify in candidates:
+            if identify is None:
+                general.append((node, own))
+            elif _holds(identify, activity):
+                return node
+        if len(general) <= 1:
+            return general[0][0] if general else UNMAPPED_NODE
+        best = max(general, key=lambda c: (sum(_present(activity, p) for p in c[1]), -len(c[1])))
         return best[0]
 
 
-# (type, event name) -> ((node, the paths only that node emits), ...), in file order.
-_EmittedIndex = dict[tuple[str, str | None], tuple[tuple[str, tuple[str, ...]], ...]]
+# (type, event name) -> ((node, the paths only that node emits, its identify), ...), file order.
+_EmittedIndex = dict[tuple[str, str | None], tuple[tuple[str, tuple[str, ...], Cond | None], ...]]
 
 
 def _emitted_index(mappings: Sequence[CompiledMapping]) -> _EmittedIndex:
@@ -119,9 +131,16 @@ def _emitted_index(mappings: Sequence[CompiledMapping]) -> _EmittedIndex:
         entries = []
         for m in group:
             others = {p for o in group if o is not m for p in o.emitted_paths}
-            entries.append((m.node, tuple(sorted(m.emitted_paths - others))))
+            entries.append((m.node, tuple(sorted(m.emitted_paths - others)), m.identify))
         index[shape] = tuple(entries)
     return index
+
+
+def _holds(identify: Cond, activity: Mapping[str, Any]) -> bool:
+    try:
+        return identify(Scope(activity, {}))
+    except Exception:  # a condition that cannot read this activity does not claim it
+        return False
 
 
 def _present(activity: Mapping[str, Any], path: str) -> bool:

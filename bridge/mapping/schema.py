@@ -80,6 +80,7 @@ class Nested(_Strict):
 class Compare(_Strict):
     noise: list[str] = Field(default_factory=list)
     normalize: dict[str, list[str]] = Field(default_factory=dict)
+    identify: dict[str, Any] | None = None
 
 
 class MappingFile(_Strict):

@@ -8,7 +8,9 @@ so they are safe as comparison normalisers. Performs no I/O.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -25,14 +27,15 @@ def _is_number(value: object) -> bool:
 
 
 def _number(value: object, name: str) -> float:
+    number: float | None = None
     if _is_number(value):
-        return float(value)  # type: ignore[arg-type]
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            pass
-    raise TransformError(f"{name}: expected a number, got {type(value).__name__}")
+        number = float(value)  # type: ignore[arg-type]
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            number = float(value.strip())
+    if number is not None and math.isfinite(number):
+        return number
+    raise TransformError(f"{name}: expected a finite number, got {type(value).__name__}")
 
 
 def seconds_to_ms(value: Any) -> int:
@@ -290,6 +293,24 @@ def transfer_outcome(value: Any) -> str:
     return reason if isinstance(reason, str) and reason in _FAILURE_REASONS else "error"
 
 
+# Several TTS engines cap one SSML <break> (Azure at 5 s); longer pauses are consecutive breaks.
+_BREAK_MAX_MS = 5000
+_PAUSE_MAX_MS = 600_000
+
+
+def ssml_break(value: Any) -> str | None:
+    """A pause in seconds → SSML of that much silence (`<speak><break time="1500ms"/></speak>`);
+    breaks of at most 5 s each; a zero pause → no value; longer than 10 minutes is an error."""
+    ms = seconds_to_ms(value)
+    if not 0 <= ms <= _PAUSE_MAX_MS:
+        raise TransformError("ssml_break: a pause is 0 to 600 seconds")
+    if ms == 0:
+        return None
+    full, rest = divmod(ms, _BREAK_MAX_MS)
+    parts = [_BREAK_MAX_MS] * full + ([rest] if rest else [])
+    return "<speak>" + "".join(f'<break time="{p}ms"/>' for p in parts) + "</speak>"
+
+
 TRANSFORMS: Mapping[str, Transform] = {
     "as_list": as_list,
     "bool": to_bool,
@@ -307,6 +328,7 @@ TRANSFORMS: Mapping[str, Transform] = {
     "phrases": phrases,
     "seconds_to_ms": seconds_to_ms,
     "sip_headers_from_params": sip_headers_from_params,
+    "ssml_break": ssml_break,
     "str": to_str,
     "strip": strip,
     "strip_ssml": strip_ssml,

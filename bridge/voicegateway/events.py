@@ -65,9 +65,12 @@ class FrameRejected:
 
 @dataclass(frozen=True)
 class CommandIgnored:
-    """A well-formed `command` the bridge does not act on (unknown, other leg, unsupported)."""
+    """A well-formed `command` the bridge does not act on. `reason` is "unsupported" for a
+    command the bridge cannot carry out (unknown, or with no AudioCodes counterpart); otherwise
+    why it does not apply now (the call is not active, another leg is targeted, ...)."""
 
     command: str
+    reason: str = "unsupported"
 
 
 Event = (

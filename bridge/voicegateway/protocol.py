@@ -63,6 +63,7 @@ from bridge.voicegateway.wire import (
     ACK_TIMEOUT_S,
     COMMANDS_WITHOUT_DATA,
     ERROR_CONTENT_MAX_CHARS,
+    UNSERVED_HOOK_RESULTS,
     CallStatus,
     CloseCode,
     Command,
@@ -99,6 +100,8 @@ _BASE_FIELDS = (
 )
 
 _TRANSFER_VERBS = frozenset({Verb.DIAL, Verb.SIP_REFER})
+# sip:decline rejects an unanswered call; the bridge's calls are answered, so it ends the call.
+_ENDING_VERBS = frozenset({Verb.HANGUP, Verb.SIP_DECLINE})
 _DTMF_COMMAND_DURATION_MS = 250  # the dtmf command's default; the dtmf verb's is 500 (§3.1)
 
 
@@ -153,10 +156,13 @@ class CallProtocol:
         input_hook: str = "voice",
         now: float,
         msgid_factory: Callable[[], str] | None = None,
+        serves: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
         self.call_sid = call_sid
         self.input_hook = input_hook
         self._created_at = now
+        self._now = now
+        self._serves = serves or _serves_none
         self._new_msgid = msgid_factory or new_msgid
         self._outbox: list[dict[str, Any]] = []
         self._events: list[Event] = []
@@ -223,7 +229,7 @@ class CallProtocol:
 
     def pending_hook(self, kind: HookKind) -> str | None:
         """The hook `send_input(kind, ...)` would use now, or None if it would send nothing."""
-        if self._phase is not _Phase.ACTIVE or self._hung_up:
+        if self._phase is not _Phase.ACTIVE or self._hung_up or kind is HookKind.VERB:
             return None
         blocking = self._open_blocking(kind)
         if kind is HookKind.INPUT:
@@ -299,7 +305,7 @@ class CallProtocol:
         Returns False, sending nothing, when no hook of that kind is pending.
         """
         self.tick(now)
-        if self._phase is not _Phase.ACTIVE or self._hung_up:
+        if self._phase is not _Phase.ACTIVE or self._hung_up or kind is HookKind.VERB:
             return False
         blocking = self._open_blocking(kind)
         if self._graceful:
@@ -442,6 +448,7 @@ class CallProtocol:
 
     def tick(self, now: float) -> None:
         """Handle every ack deadline at or before `now`."""
+        self._now = now
         while self._phase is not _Phase.ENDED:
             due = [(p.deadline, m) for m, p in self._pending.items() if p.deadline <= now]
             if not due:
@@ -525,8 +532,11 @@ class CallProtocol:
             self._reject_frame(f"command {_short(command)} without data", raw)
             return
         target = msg.get("callSid")
-        if self._phase is not _Phase.ACTIVE or self._hung_up or target not in (None, self.call_sid):
-            self._events.append(CommandIgnored(command))
+        if self._phase is not _Phase.ACTIVE or self._hung_up:
+            self._events.append(CommandIgnored(command, "call not active"))
+            return
+        if target not in (None, self.call_sid):
+            self._events.append(CommandIgnored(command, "other call leg"))
             return
         try:
             self._execute_command(command, data, msg)
@@ -536,8 +546,7 @@ class CallProtocol:
     def _execute_command(self, command: str, data: Any, msg: dict[str, Any]) -> None:
         if command == Command.REDIRECT:
             if isinstance(data, dict):
-                # live call control (call_hook / child_call_hook ...): not supported
-                self._events.append(CommandIgnored(command))
+                self._redirect_call(data)
                 return
             verbs = normalize_verbs(data)
             if msg.get("queueCommand"):
@@ -551,7 +560,7 @@ class CallProtocol:
                 self._execute({"verb": Verb.HANGUP.value})
             else:
                 # "no-answer" only affects unanswered calls; the bridge's calls are answered
-                self._events.append(CommandIgnored(command))
+                self._events.append(CommandIgnored(command, "no effect on an answered call"))
         elif command == Command.CONFIG:
             props = {k: v for k, v in _require_object(data).items() if k != "verb"}
             self._execute({"verb": Verb.CONFIG.value, **copy.deepcopy(props)})
@@ -562,8 +571,24 @@ class CallProtocol:
             self._execute(_sip_request_verb(_require_object(data)))
         elif command == Command.DTMF:
             self._execute(_dtmf_verb(_require_object(data)))
+        elif command == Command.TAG:
+            self._execute({"verb": Verb.TAG.value, "data": copy.deepcopy(_require_object(data))})
         else:
-            self._events.append(CommandIgnored(command))
+            self._events.append(CommandIgnored(command, UNSUPPORTED))
+
+    def _redirect_call(self, data: dict[str, Any]) -> None:
+        """Live call control (§1.4): `call_hook` asks the app for a new application with
+        `session:redirect` (its ack's verbs replace the stack); `parent_call` is that application
+        inline. Child legs (`child_call_hook`, `child_call`) do not exist on the bridge."""
+        hook = hook_name(data.get("call_hook"))
+        parent = data.get("parent_call")
+        if hook is not None:
+            self._send_acked(MessageType.SESSION_REDIRECT, self._payload({}), self._now, hook=hook)
+        elif isinstance(parent, list):
+            self._replace(normalize_verbs(parent))
+            self._run()
+        else:
+            self._events.append(CommandIgnored(Command.REDIRECT.value, UNSUPPORTED))
 
     # -------------------------------------------------------------- verb stack
 
@@ -588,10 +613,14 @@ class CallProtocol:
             self._block(verb, HookKind.INPUT)
         elif name in _TRANSFER_VERBS:
             self._block(verb, HookKind.TRANSFER)
-        elif name == Verb.HANGUP:
+        elif name in _ENDING_VERBS:
             self._stack.clear()
             self._blocking = None
             self._hung_up = True
+        elif name == Verb.REDIRECT:
+            self._report_own_hook(verb, {})
+        elif name in UNSERVED_HOOK_RESULTS and not self._serves(verb):
+            self._report_own_hook(verb, UNSERVED_HOOK_RESULTS[name])
         elif name == Verb.CONFIG:
             self._apply_config(verb)
         elif name == Verb.TAG:
@@ -604,6 +633,20 @@ class CallProtocol:
     def _block(self, verb: dict[str, Any], kind: HookKind) -> None:
         self._tokens += 1
         self._blocking = _Blocking(verb, kind, hook_name(verb.get("actionHook")), self._tokens)
+
+    def _report_own_hook(self, verb: dict[str, Any], result: Mapping[str, Any]) -> None:
+        """Send `verb`'s actionHook now, with `result`, and block the stack until its ack, whose
+        verbs replace the stack (feature-server's `performAction`). No hook: the stack goes on."""
+        hook = hook_name(verb.get("actionHook"))
+        if hook is None or self._graceful:
+            return
+        self._block(verb, HookKind.VERB)
+        blocking = self._blocking
+        assert blocking is not None
+        payload = self._payload(copy.deepcopy(dict(result)))
+        blocking.hook_msgid = self._send_acked(
+            MessageType.VERB_HOOK, payload, self._now, hook=hook, blocking_token=blocking.token
+        )
 
     def _apply_config(self, verb: dict[str, Any]) -> None:
         barge = verb.get("bargeIn")
@@ -727,6 +770,13 @@ class CallProtocol:
         self._stack.clear()
         self._blocking = None
         self._events.append(CloseRequested(int(code)))
+
+
+UNSUPPORTED = "unsupported"  # CommandIgnored.reason of a command the bridge cannot act on
+
+
+def _serves_none(verb: dict[str, Any]) -> bool:
+    return False
 
 
 def _require_object(data: object) -> dict[str, Any]:

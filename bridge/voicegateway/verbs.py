@@ -24,6 +24,8 @@ _ALIASES: dict[str, tuple[str, dict[str, str]]] = {
     "deepgram_s2s": ("llm", {"vendor": "deepgram"}),
     "voiceagent_s2s": ("llm", {"vendor": "voiceagent"}),
     "ultravox_s2s": ("llm", {"vendor": "ultravox"}),
+    "qwen_s2s": ("llm", {"vendor": "qwen"}),
+    "gptlive_s2s": ("llm", {"vendor": "gptlive"}),
 }
 
 

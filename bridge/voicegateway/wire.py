@@ -77,6 +77,7 @@ class Command(StrEnum):
     TTS_TOKENS = "tts:tokens"
     TTS_FLUSH = "tts:flush"
     TTS_CLEAR = "tts:clear"
+    TAG = "tag"  # @jambonz/sdk injectTag; feature-server's WS switch lacks it (§1.4)
 
 
 # The only commands whose `data` may be absent (§1.4).
@@ -86,12 +87,14 @@ COMMANDS_WITHOUT_DATA = frozenset({Command.LLM_TOOL_OUTPUT, Command.TTS_FLUSH, C
 class Verb(StrEnum):
     """Canonical verb names (voicegateway-ws.md §3)."""
 
+    AGENT = "agent"
     ALERT = "alert"
     ANSWER = "answer"
     CONFERENCE = "conference"
     CONFIG = "config"
     DEQUEUE = "dequeue"
     DIAL = "dial"
+    DIALOGFLOW = "dialogflow"
     DTMF = "dtmf"
     DUB = "dub"
     ENQUEUE = "enqueue"
@@ -104,12 +107,38 @@ class Verb(StrEnum):
     PAUSE = "pause"
     PLAY = "play"
     REDIRECT = "redirect"
+    REST_DIAL = "rest:dial"
+    ROOM = "room"  # @jambonz/schema: a synonym of conference
     SAY = "say"
     SIP_DECLINE = "sip:decline"
     SIP_REFER = "sip:refer"
     SIP_REQUEST = "sip:request"
     TAG = "tag"
     TRANSCRIBE = "transcribe"
+    TRANSFER = "transfer"
+
+
+# Verbs that, on a real Voice Gateway, run until their `actionHook` reports how they ended, whose
+# next verbs come in that hook's ack. When the bridge cannot serve one (no mapping file matches
+# it), the hook is reported at once with the result feature-server reports when the verb fails
+# (values from @jambonz/schema `callbacks/`), so the app decides what comes next instead of the
+# call waiting for a hook that never comes.
+UNSERVED_HOOK_RESULTS: dict[str, dict[str, object]] = {
+    Verb.AGENT: {"completion_reason": "connection failure"},
+    Verb.CONFERENCE: {},
+    Verb.DEQUEUE: {"dequeue_result": "timeout"},
+    Verb.DIALOGFLOW: {},
+    Verb.ENQUEUE: {"queue_sid": "", "queue_time": 0, "queue_result": "error"},
+    Verb.LISTEN: {},
+    Verb.LLM: {"completion_reason": "connection failure"},
+    Verb.MESSAGE: {
+        "message_sid": "",
+        "message_status": "failure",
+        "message_failure_reason": "no messaging on an AudioCodes call",
+    },
+    Verb.ROOM: {},
+    Verb.TRANSFER: {"transfer_result": "failed", "transfer_reason": "error"},
+}
 
 
 class HookKind(StrEnum):
@@ -118,6 +147,7 @@ class HookKind(StrEnum):
     INPUT = "input"  # gather actionHook, else config.bargeIn actionHook, else the route default
     TRANSFER = "transfer"  # dial / sip:refer actionHook
     PLAY = "play"  # play actionHook
+    VERB = "verb"  # a hook the bridge reports itself (redirect, an unserved verb): takes no input
 
 
 class CallStatus(StrEnum):
