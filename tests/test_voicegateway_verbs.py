@@ -1,13 +1,20 @@
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import jambonz_sdk
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.errors import VoiceGatewayProtocolError
+from bridge.mapping import load_mappings
 from bridge.voicegateway.verbs import hook_name, normalize_verb, normalize_verbs
+from bridge.voicegateway.wire import UNSERVED_HOOK_RESULTS
 from tests.jambonz_schema import validate_app
 
 
@@ -130,3 +137,72 @@ def test_normalize_verb_returns_verb_form_or_raises_protocol_error(obj: object) 
         return
     assert isinstance(verb["verb"], str)
     assert verb["verb"]
+
+
+# ---- mappings/README.md "Verb fates": one decided fate for every verb the schemas know ----
+
+_README = Path(__file__).parent.parent / "mappings" / "README.md"
+_SCHEMA_VERB_DIRS = {
+    "jambonz-python-sdk": Path(jambonz_sdk.__file__).parent / "schema" / "verbs",
+    "@jambonz/schema": Path(__file__).parent / "peers/node_modules/@jambonz/schema/verbs",
+}
+
+
+@dataclass(frozen=True)
+class _FateRow:
+    verbs: tuple[str, ...]  # the canonical verb first, then aliases named in the same row
+    fate: str
+    files: tuple[str, ...]
+
+
+def _fate_rows() -> list[_FateRow]:
+    text = _README.read_text(encoding="utf-8")
+    section = text.split("## Verb fates", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        verbs = tuple(re.findall(r"`([^`]+)`", cells[0]))
+        files = tuple(re.findall(r"`([a-z0-9_]+\.yaml)`", cells[2]))
+        rows.append(_FateRow(verbs, cells[1], files))
+    return rows
+
+
+def _schema_verbs(source: str) -> set[str]:
+    directory = _SCHEMA_VERB_DIRS[source]
+    files = sorted(directory.glob("*.schema.json"))
+    assert files, f"no verb schemas under {directory} (run `make peers`)"
+    return {json.loads(f.read_text(encoding="utf-8"))["$id"].rsplit("/", 1)[1] for f in files}
+
+
+@pytest.mark.parametrize("source", sorted(_SCHEMA_VERB_DIRS))
+def test_every_schema_verb_has_a_decided_fate(source: str) -> None:
+    listed = {verb for row in _fate_rows() for verb in row.verbs}
+    missing = sorted(_schema_verbs(source) - listed)
+    assert not missing, f"verbs of {source} with no row in mappings/README.md: {missing}"
+
+
+def test_fate_rows_agree_with_the_mappings_and_the_protocol() -> None:
+    mapped: dict[str, set[str]] = {}
+    for mapping in load_mappings():
+        if mapping.verb is not None:
+            mapped.setdefault(mapping.verb, set()).add(Path(mapping.file).name)
+    rows = _fate_rows()
+    assert len({row.verbs[0] for row in rows}) == len(rows), "a verb has two rows"
+    for row in rows:
+        canonical = row.verbs[0]
+        for alias in row.verbs:
+            assert normalize_verb({"verb": alias})["verb"] == canonical, (alias, canonical)
+        assert set(row.files) == mapped.get(canonical, set()), canonical
+        assert row.fate.split(",")[0] in FATES, (canonical, row.fate)
+        if row.fate.startswith("translated") or row.fate.startswith("Voice Gateway only"):
+            assert row.files or canonical == "tag", f"{canonical}: no mapping file"
+        else:
+            assert not row.files, f"{canonical}: unmapped, yet a mapping file serves it"
+        reports = row.fate.endswith("reports failure")
+        assert reports == (canonical in UNSERVED_HOOK_RESULTS), canonical
+    assert set(mapped) <= {row.verbs[0] for row in rows}
+
+
+FATES = ("translated", "Voice Gateway only", "no AudioCodes equivalent")

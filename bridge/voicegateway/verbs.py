@@ -26,6 +26,8 @@ _ALIASES: dict[str, tuple[str, dict[str, str]]] = {
     "ultravox_s2s": ("llm", {"vendor": "ultravox"}),
     "qwen_s2s": ("llm", {"vendor": "qwen"}),
     "gptlive_s2s": ("llm", {"vendor": "gptlive"}),
+    "nova_s2s": ("llm", {"vendor": "nova"}),
+    "voicelive_s2s": ("llm", {"vendor": "voicelive"}),
 }
 
 
