@@ -1388,3 +1388,22 @@ def test_unserved_verb_after_a_graceful_close_is_not_reported() -> None:
     assert not proto.send_input(HookKind.INPUT, DTMF_RESULT, T0)  # completes the gather
     assert texts(proto.events_received()) == ["enqueue", "after", "hangup"]
     assert proto.messages_to_send() == []
+
+
+def test_a_served_sip_request_reports_success_on_its_hook() -> None:
+    """VAIC never answers sendMetaData: once it is out, the INFO's actionHook reports success."""
+    info = {"verb": "sip:request", "method": "INFO", "body": "{}", "actionHook": "/info"}
+    _, events, [hook] = accepted([info, say("after")], serves=lambda v: v["verb"] == "sip:request")
+    assert texts(events) == ["sip:request"]
+    assert hook["hook"] == "/info"
+    assert hook["data"]["result"] == "success"
+    assert_valid_callback("sip-request", hook["data"])
+
+
+def test_an_unserved_sip_request_reports_failure_on_its_hook() -> None:
+    notify = {"verb": "sip:request", "method": "NOTIFY", "actionHook": "/notify"}
+    proto, _, [hook] = accepted([notify, say("after")])
+    assert hook["data"]["result"] == "failed"
+    assert_valid_callback("sip-request", hook["data"])
+    ack(proto, hook["msgid"], None)
+    assert texts(proto.events_received()) == ["after"]

@@ -28,6 +28,15 @@ Decisions where the bridge differs from, or had to pick within, feature-server b
   `session:new` ack re-keys that ack to the new msgid. Verbs in a `session:reconnect` ack are
   ignored (feature-server drops them); no ack within ACK_TIMEOUT_S: `AckTimedOut`, held frames
   are dropped and the driver ends the call (feature-server hangs up).
+- Hooks the bridge reports itself (kind `VERB`, never fed by caller input): a `redirect` verb's
+  actionHook (feature-server `redirect.js`), and the actionHook of a verb that on Voice Gateway
+  waits for it but that no mapping serves (`UNSERVED_HOOK_RESULTS`: enqueue, conference, llm,
+  ...), reported at once with the failure result, or the success result of a served verb VAIC
+  never answers (`sip:request`); all block the stack until the ack.
+- `redirect` command with object data: `call_hook` sends `session:redirect` (acked; its verbs
+  replace the stack), `parent_call` runs its verbs at once; child legs do not exist here. The
+  `tag` command (@jambonz/sdk `injectTag`; feature-server's WS switch has none) acts as the
+  `tag` verb. `sip:decline` ends the call as `hangup` does (the call is already answered).
 - App closed with 1000 (`closed_gracefully()`): every later frame is dropped, the remaining
   stack runs (a blocking verb completes on its next result, which is not reported), and a
   `hangup` runs when the stack is empty. Before the `session:new` ack it rejects the call at once
@@ -63,6 +72,7 @@ from bridge.voicegateway.wire import (
     ACK_TIMEOUT_S,
     COMMANDS_WITHOUT_DATA,
     ERROR_CONTENT_MAX_CHARS,
+    HANDED_OFF_HOOK_RESULTS,
     UNSERVED_HOOK_RESULTS,
     CallStatus,
     CloseCode,
@@ -102,6 +112,7 @@ _BASE_FIELDS = (
 _TRANSFER_VERBS = frozenset({Verb.DIAL, Verb.SIP_REFER})
 # sip:decline rejects an unanswered call; the bridge's calls are answered, so it ends the call.
 _ENDING_VERBS = frozenset({Verb.HANGUP, Verb.SIP_DECLINE})
+_OWN_HOOK_VERBS = frozenset(UNSERVED_HOOK_RESULTS) | frozenset(HANDED_OFF_HOOK_RESULTS)
 _DTMF_COMMAND_DURATION_MS = 250  # the dtmf command's default; the dtmf verb's is 500 (§3.1)
 
 
@@ -619,8 +630,11 @@ class CallProtocol:
             self._hung_up = True
         elif name == Verb.REDIRECT:
             self._report_own_hook(verb, {})
-        elif name in UNSERVED_HOOK_RESULTS and not self._serves(verb):
-            self._report_own_hook(verb, UNSERVED_HOOK_RESULTS[name])
+        elif name in _OWN_HOOK_VERBS:
+            table = HANDED_OFF_HOOK_RESULTS if self._serves(verb) else UNSERVED_HOOK_RESULTS
+            result = table.get(name)
+            if result is not None:
+                self._report_own_hook(verb, result)
         elif name == Verb.CONFIG:
             self._apply_config(verb)
         elif name == Verb.TAG:

@@ -137,7 +137,13 @@ UNSERVED_HOOK_RESULTS: dict[str, dict[str, object]] = {
         "message_failure_reason": "no messaging on an AudioCodes call",
     },
     Verb.ROOM: {},
+    Verb.SIP_REQUEST: {"result": "failed", "err": "no AudioCodes equivalent"},
     Verb.TRANSFER: {"transfer_result": "failed", "transfer_reason": "error"},
+}
+# Served verbs that on Voice Gateway also wait for their actionHook, whose outcome is known once
+# VAIC has the activity: `sip:request` INFO becomes sendMetaData, which VAIC never answers.
+HANDED_OFF_HOOK_RESULTS: dict[str, dict[str, object]] = {
+    Verb.SIP_REQUEST: {"result": "success"},
 }
 
 
