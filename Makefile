@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := tests/peers/node_modules/.installed
 
-.PHONY: demo test check lint fmt typecheck bench clean venv peers
+.PHONY: demo test check lint fmt typecheck bench clean venv peers system-peers
 
 venv: $(STAMP)
 
@@ -21,10 +21,13 @@ $(NODE_STAMP): tests/peers/package.json tests/peers/package-lock.json
 	cd tests/peers && npm ci --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
+system-peers:
+	tools/ensure_system_peers
+
 demo: venv
 	$(BIN)/acvg-bridge demo
 
-test: venv peers
+test: venv peers system-peers
 	$(BIN)/python -m pytest -q
 
 lint: venv
