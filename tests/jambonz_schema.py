@@ -1,8 +1,11 @@
-"""Test helper: validate payloads against the official jambonz JSON Schemas (draft 2020-12).
+"""Test helper: validate payloads against both official jambonz JSON Schema sets (draft 2020-12).
 
-The schemas ship inside the installed `jambonz-python-sdk` (`jambonz_sdk/schema/`). Every file is
-loaded into one `referencing.Registry` keyed by its `$id`, so the relative `$ref`s between
-`callbacks/`, `verbs/` and `components/` resolve offline. Performs no network I/O.
+Two sources, kept apart because they share `$id`s: the schemas inside the installed
+`jambonz-python-sdk` (`jambonz_sdk/schema/`) and the npm `@jambonz/schema` package the current
+`@jambonz/sdk` is built on (`tests/peers/node_modules`, pinned in `tests/peers/package.json`).
+Each source's files are loaded into one `referencing.Registry` keyed by `$id`, so the relative
+`$ref`s between `callbacks/`, `verbs/` and `components/` resolve offline. A payload is valid when
+both sources accept it; each error names the source that raised it. No network I/O.
 """
 
 from __future__ import annotations
@@ -18,32 +21,45 @@ from referencing import Registry, Resource
 
 SCHEMA_BASE = "https://jambonz.org/schema"
 SCHEMA_DIR = Path(jambonz_sdk.__file__).parent / "schema"
+NODE_SCHEMA_DIR = Path(__file__).parent / "peers" / "node_modules" / "@jambonz" / "schema"
+SOURCES = {"jambonz-python-sdk": SCHEMA_DIR, "@jambonz/schema": NODE_SCHEMA_DIR}
 
 
 @cache
-def registry() -> Registry[Any]:
-    """Every schema file under `jambonz_sdk/schema/`, keyed by `$id`."""
+def registry(source: str = "jambonz-python-sdk") -> Registry[Any]:
+    """Every schema file of `source` (a key of SOURCES), keyed by `$id`."""
+    directory = SOURCES[source]
     resources: list[tuple[str, Resource[Any]]] = []
-    for path in sorted(SCHEMA_DIR.rglob("*.json")):
-        contents = json.loads(path.read_text(encoding="utf-8"))
-        schema_id = contents.get("$id")
-        if not isinstance(schema_id, str):
-            raise AssertionError(f"{path}: schema without $id")
-        resources.append((schema_id, Resource.from_contents(contents)))
+    for sub in ("callbacks", "commands", "components", "verbs"):
+        for path in sorted((directory / sub).rglob("*.json")):
+            contents = json.loads(path.read_text(encoding="utf-8"))
+            schema_id = contents.get("$id")
+            if not isinstance(schema_id, str):
+                raise AssertionError(f"{path}: schema without $id")
+            resources.append((schema_id, Resource.from_contents(contents)))
+    app = directory / "jambonz-app.schema.json"
+    if app.exists():
+        contents = json.loads(app.read_text(encoding="utf-8"))
+        resources.append((contents["$id"], Resource.from_contents(contents)))
     if not resources:
-        raise AssertionError(f"no jambonz schemas found under {SCHEMA_DIR}")
+        raise AssertionError(f"no jambonz schemas under {directory} (run `make peers`)")
     return Registry().with_resources(resources)
 
 
 @cache
-def _validator(schema_id: str) -> Draft202012Validator:
-    schema = registry().contents(schema_id)
-    return Draft202012Validator(schema, registry=registry())
+def _validator(source: str, schema_id: str) -> Draft202012Validator:
+    schema = registry(source).contents(schema_id)
+    return Draft202012Validator(schema, registry=registry(source))
 
 
 def _errors(schema_id: str, data: object) -> list[str]:
-    errors = sorted(_validator(schema_id).iter_errors(data), key=lambda e: list(e.absolute_path))
-    return [f"{'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}" for e in errors]
+    found: list[str] = []
+    for source in SOURCES:
+        errors = _validator(source, schema_id).iter_errors(data)
+        for e in sorted(errors, key=lambda e: list(e.absolute_path)):
+            where = "/".join(str(p) for p in e.absolute_path) or "<root>"
+            found.append(f"[{source}] {where}: {e.message}")
+    return found
 
 
 def validate_callback(name: str, data: dict[str, Any]) -> list[str]:

@@ -18,8 +18,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.jambonz_schema import validate_callback
+
+# The official schemas require none of the base fields; the feature-server always sends these.
+BASE_FIELDS = (
+    "call_sid",
+    "account_sid",
+    "application_sid",
+    "direction",
+    "from",
+    "to",
+    "call_id",
+    "call_status",
+    "sip_status",
+)
+_MESSAGE_SCHEMAS = {
+    "session:new": "session-new",
+    "session:redirect": "session-redirect",
+    "call:status": "call-status",
+}
+
 PEERS_DIR = Path(__file__).parent / "peers"
 VG_APP = PEERS_DIR / "vg_app.js"
+SDK_APP = PEERS_DIR / "sdk_app.js"
 VALIDATE_VERBS = PEERS_DIR / "validate_verbs.js"
 
 
@@ -150,3 +171,36 @@ def running_vg_app(log_path: Path, *, port: int = 0, script: Path = VG_APP) -> I
         yield app
     finally:
         app.stop()
+
+
+def message_problems(messages: Sequence[dict[str, Any]], hook_schemas: dict[str, str]) -> list[str]:
+    """What is wrong with the messages a peer app received from the bridge: a strict envelope
+    (`type`, `msgid`, `call_sid`, `data`), `data` valid against the callback schema of its type
+    (for `verb:hook`, `hook_schemas[hook]`) in both schema sets, the base fields present."""
+    problems: list[str] = []
+    for index, msg in enumerate(messages):
+        if "_raw" in msg:
+            problems.append(f"#{index}: not JSON: {msg['_raw'][:80]}")
+            continue
+        missing = [k for k in ("type", "msgid", "call_sid", "data") if k not in msg]
+        if missing:
+            problems.append(f"#{index} {msg.get('type')}: missing {missing}")
+            continue
+        kind = msg["type"]
+        if kind == "verb:hook":
+            schema = hook_schemas.get(str(msg.get("hook")), "")
+            if not schema:
+                problems.append(f"#{index} verb:hook on unexpected hook {msg.get('hook')!r}")
+                continue
+        elif kind in _MESSAGE_SCHEMAS:
+            schema = _MESSAGE_SCHEMAS[kind]
+        else:
+            problems.append(f"#{index}: unexpected message type {kind!r}")
+            continue
+        problems.extend(
+            f"#{index} {kind} ({schema}): {e}" for e in validate_callback(schema, msg["data"])
+        )
+        absent = [k for k in BASE_FIELDS if k not in msg["data"]]
+        if absent:
+            problems.append(f"#{index} {kind}: base fields missing {absent}")
+    return problems

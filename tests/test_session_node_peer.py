@@ -17,8 +17,7 @@ import pytest
 
 from bridge.sim.vaic import VaicClient
 from tests.conftest import BridgeFactory, RunningBridge, route_config
-from tests.jambonz_schema import validate_callback
-from tests.nodepeer import NodeApp, running_vg_app
+from tests.nodepeer import NodeApp, message_problems, running_vg_app
 
 CALLER_NATIONAL = "0211 54591991"
 CALLER_E164 = "+4921154591991"
@@ -26,18 +25,6 @@ CALLEE = "+18005550100"
 PLAY_URL = "https://media.example.com/prompts/node-app.wav"
 PROMPT = "Say something or press a key."
 # The callback schema of each hook vg_app.js (or a Cognigy flow) uses.
-# The official schemas require none of the base fields; the feature-server always sends these.
-BASE_FIELDS = (
-    "call_sid",
-    "account_sid",
-    "application_sid",
-    "direction",
-    "from",
-    "to",
-    "call_id",
-    "call_status",
-    "sip_status",
-)
 HOOK_SCHEMAS = {"voice": "gather", "dial": "dial", "refer": "sip-refer", "play": "play"}
 
 
@@ -98,34 +85,7 @@ def _check_peer_log(app: NodeApp) -> list[dict[str, Any]]:
     assert app.alive, "vg_app.js exited: the bridge sent a frame the strict SDK cannot take"
     messages = app.received()
     assert messages, "the bridge sent nothing"
-    problems: list[str] = []
-    for index, msg in enumerate(messages):
-        if "_raw" in msg:
-            problems.append(f"#{index}: not JSON: {msg['_raw'][:80]}")
-            continue
-        missing = [k for k in ("type", "msgid", "call_sid", "data") if k not in msg]
-        if missing:
-            problems.append(f"#{index} {msg.get('type')}: missing {missing}")
-            continue
-        kind = msg["type"]
-        if kind == "session:new":
-            schema = "session-new"
-        elif kind == "verb:hook":
-            schema = HOOK_SCHEMAS.get(str(msg.get("hook")), "")
-            if not schema:
-                problems.append(f"#{index} verb:hook on unexpected hook {msg.get('hook')!r}")
-                continue
-        elif kind == "call:status":
-            schema = "call-status"
-        else:
-            problems.append(f"#{index}: unexpected message type {kind!r}")
-            continue
-        problems.extend(
-            f"#{index} {kind} ({schema}): {e}" for e in validate_callback(schema, msg["data"])
-        )
-        absent = [k for k in BASE_FIELDS if k not in msg["data"]]
-        if absent:
-            problems.append(f"#{index} {kind}: base fields missing {absent}")
+    problems = message_problems(messages, HOOK_SCHEMAS)
     assert not problems, "\n".join(problems)
 
     session_new = messages[0]
