@@ -20,7 +20,7 @@ from bridge.sim import demo
 from bridge.sim.demo import DEMO_TOKEN, demo_config, run_demo
 from bridge.sim.scenario import ScenarioResult, load_scenarios, parse_scenario, run_scenario
 from bridge.sim.vg_endpoint import VGEndpointSim
-from tests.jambonz_schema import validate_callback
+from tests.nodepeer import message_problems
 
 SCENARIOS = load_scenarios()
 # The shipped refer scenario ends with VAIC's `transferred` hang-up, so the refer actionHook never
@@ -50,18 +50,6 @@ REFER_FAILED = parse_scenario(
     }
 )
 # The callback schema of each hook the simulated flows use (bridge/sim/flow.py).
-# The official schemas require none of the base fields; the feature-server always sends these.
-BASE_FIELDS = (
-    "call_sid",
-    "account_sid",
-    "application_sid",
-    "direction",
-    "from",
-    "to",
-    "call_id",
-    "call_status",
-    "sip_status",
-)
 HOOK_SCHEMAS = {"voice": "gather", "dial": "dial", "refer": "sip-refer", "play": "play"}
 
 
@@ -250,34 +238,8 @@ async def demo_setup() -> AsyncIterator[DemoSetup]:
         await sim.stop()
 
 
-def _schema_for(msg: dict[str, Any]) -> str | None:
-    kind = msg.get("type")
-    if kind == "session:new":
-        return "session-new"
-    if kind == "call:status":
-        return "call-status"
-    if kind == "verb:hook":
-        return HOOK_SCHEMAS.get(str(msg.get("hook")))
-    return None
-
-
 def _problems(call_sid: str, received: list[dict[str, Any]]) -> list[str]:
-    problems: list[str] = []
-    for index, msg in enumerate(received):
-        where = f"call {call_sid} #{index} {msg.get('type')}"
-        missing = [k for k in ("type", "msgid", "call_sid", "data") if k not in msg]
-        if missing:
-            problems.append(f"{where}: missing {missing}")
-            continue
-        schema = _schema_for(msg)
-        if schema is None:
-            problems.append(f"{where}: no callback schema for hook {msg.get('hook')!r}")
-            continue
-        problems.extend(f"{where} ({schema}): {e}" for e in validate_callback(schema, msg["data"]))
-        absent = [k for k in BASE_FIELDS if k not in msg["data"]]
-        if absent:
-            problems.append(f"{where}: base fields missing {absent}")
-    return problems
+    return [f"call {call_sid} {p}" for p in message_problems(received, HOOK_SCHEMAS)]
 
 
 async def test_every_message_the_bridge_sends_in_the_demo_is_schema_valid(

@@ -14,35 +14,9 @@
  * On DTMF "5": empty ack, nothing else; 150 ms later an unsolicited say "Notice." arrives
  * (the flow speaking between caller inputs, like Cognigy's Inject & Notify).
  */
-const fs = require('fs');
 const http = require('http');
 const { createEndpoint } = require('@jambonz/node-client-ws');
-
-const args = process.argv.slice(2);
-const option = (name, fallback) => {
-  const i = args.indexOf(name);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
-};
-const port = Number(option('--port', process.env.PORT || '0'));
-const logFile = option('--log', null);
-
-function record(entry) {
-  const line = JSON.stringify(entry) + '\n';
-  if (logFile) fs.appendFileSync(logFile, line);
-  else process.stderr.write(line);
-}
-
-function parseFrame(raw) {
-  try {
-    return JSON.parse(raw.toString());
-  } catch (err) {
-    return { _raw: raw.toString() };
-  }
-}
-
-const noop = () => {};
-const logger = { info: noop, debug: noop, error: noop, warn: noop };
-logger.child = () => logger;
+const { option, logger, noop, logFrames, listen } = require('./peer_log');
 
 const server = http.createServer((req, res) => {
   res.writeHead(404);
@@ -50,18 +24,7 @@ const server = http.createServer((req, res) => {
 });
 const makeService = createEndpoint({ server, logger });
 const svc = makeService({ path: '*' });
-
-const handle = svc.handle.bind(svc);
-svc.handle = (ws, path) => {
-  ws.on('message', (raw) => record({ dir: 'in', path, msg: parseFrame(raw) }));
-  const send = ws.send.bind(ws);
-  ws.send = (data, ...rest) => {
-    record({ dir: 'out', msg: parseFrame(data) });
-    return send(data, ...rest);
-  };
-  ws.on('close', (code, reason) => record({ dir: 'close', code, reason: String(reason || '') }));
-  return handle(ws, path);
-};
+logFrames(svc, (path) => path);
 
 const later = (ms, fn) => setTimeout(fn, ms);
 const gather = (session) => session.gather({ input: ['speech', 'digits'], actionHook: 'voice', timeout: 10 });
@@ -86,10 +49,4 @@ svc.on('session:new', (session) => {
   gather(session.say({ text: 'Welcome.' })).send();
 });
 
-server.listen(port, '127.0.0.1', () => {
-  process.stdout.write(`LISTENING ${server.address().port}\n`);
-});
-
-const stop = () => process.exit(0);
-process.on('SIGTERM', stop);
-process.on('SIGINT', stop);
+listen(server);

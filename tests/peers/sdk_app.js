@@ -11,56 +11,17 @@
  * (dir "out") is written as one JSON line to FILE, or to stderr without --log; the socket's end
  * as {"dir": "close", "code": N, "reason": "..."}.
  */
-const fs = require('fs');
 const http = require('http');
 const { createEndpoint } = require('@jambonz/sdk/websocket');
+const { option, logger, noop, logFrames, listen } = require('./peer_log');
 
-const args = process.argv.slice(2);
-const option = (name, fallback) => {
-  const i = args.indexOf(name);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
-};
-const port = Number(option('--port', process.env.PORT || '0'));
-const logFile = option('--log', null);
 const servicePath = option('--path', '/');
-
 const RECORDER = 'sip:recorder@rec.example.com';
-
-function record(entry) {
-  const line = JSON.stringify(entry) + '\n';
-  if (logFile) fs.appendFileSync(logFile, line);
-  else process.stderr.write(line);
-}
-
-function parseFrame(raw) {
-  try {
-    return JSON.parse(raw.toString());
-  } catch (err) {
-    return { _raw: raw.toString() };
-  }
-}
-
-const noop = () => {};
-const logger = { info: noop, debug: noop, error: noop, warn: noop };
-logger.child = () => logger;
 
 const server = http.createServer();
 const makeService = createEndpoint({ server, logger });
 const svc = makeService({ path: servicePath });
-
-/* Log every frame before the SDK sees it, so a frame that breaks the SDK is still recorded. */
-const handle = svc.handle.bind(svc);
-svc.handle = (ws, req) => {
-  const path = req.originalUrl || req.url;
-  ws.on('message', (raw) => record({ dir: 'in', path, msg: parseFrame(raw) }));
-  const send = ws.send.bind(ws);
-  ws.send = (data, ...rest) => {
-    record({ dir: 'out', msg: parseFrame(data) });
-    return send(data, ...rest);
-  };
-  ws.on('close', (code, reason) => record({ dir: 'close', code, reason: String(reason || '') }));
-  return handle(ws, req);
-};
+logFrames(svc, (req) => req.originalUrl || req.url);
 
 const ask = (session, text) => session.gather({
   input: ['speech', 'digits'],
@@ -132,10 +93,4 @@ svc.on('session:new', (session) => {
   ask(session, 'Say something or press a key.').send();
 });
 
-server.listen(port, '127.0.0.1', () => {
-  process.stdout.write(`LISTENING ${server.address().port}\n`);
-});
-
-const stop = () => process.exit(0);
-process.on('SIGTERM', stop);
-process.on('SIGINT', stop);
+listen(server);

@@ -8,39 +8,13 @@
  * (dir "out") is written as one JSON line to FILE, or to stderr without --log; the socket's end
  * as {"dir": "close", "code": N, "reason": "..."}.
  */
-const fs = require('fs');
 const http = require('http');
 const { createEndpoint } = require('@jambonz/node-client-ws');
+const { option, logger, noop, logFrames, listen } = require('./peer_log');
 
-const args = process.argv.slice(2);
-const option = (name, fallback) => {
-  const i = args.indexOf(name);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
-};
-const port = Number(option('--port', process.env.PORT || '0'));
-const logFile = option('--log', null);
 const servicePath = option('--path', '*');
-
 const PLAY_URL = 'https://media.example.com/prompts/node-app.wav';
 const TRANSFER_NUMBER = '+4989123456';
-
-function record(entry) {
-  const line = JSON.stringify(entry) + '\n';
-  if (logFile) fs.appendFileSync(logFile, line);
-  else process.stderr.write(line);
-}
-
-function parseFrame(raw) {
-  try {
-    return JSON.parse(raw.toString());
-  } catch (err) {
-    return { _raw: raw.toString() };
-  }
-}
-
-const noop = () => {};
-const logger = { info: noop, debug: noop, error: noop, warn: noop };
-logger.child = () => logger;
 
 const server = http.createServer((req, res) => {
   res.writeHead(404);
@@ -48,19 +22,7 @@ const server = http.createServer((req, res) => {
 });
 const makeService = createEndpoint({ server, logger });
 const svc = makeService({ path: servicePath });
-
-/* Log every frame before the SDK sees it, so a frame that crashes the SDK is still recorded. */
-const handle = svc.handle.bind(svc);
-svc.handle = (ws, path) => {
-  ws.on('message', (raw) => record({ dir: 'in', path, msg: parseFrame(raw) }));
-  const send = ws.send.bind(ws);
-  ws.send = (data, ...rest) => {
-    record({ dir: 'out', msg: parseFrame(data) });
-    return send(data, ...rest);
-  };
-  ws.on('close', (code, reason) => record({ dir: 'close', code, reason: String(reason || '') }));
-  return handle(ws, path);
-};
+logFrames(svc, (path) => path);
 
 const prompt = (session, text) => session.gather({
   input: ['speech', 'digits'],
@@ -121,10 +83,4 @@ svc.on('session:new', (session) => {
   prompt(session, 'Say something or press a key.').send();
 });
 
-server.listen(port, '127.0.0.1', () => {
-  process.stdout.write(`LISTENING ${server.address().port}\n`);
-});
-
-const stop = () => process.exit(0);
-process.on('SIGTERM', stop);
-process.on('SIGINT', stop);
+listen(server);
