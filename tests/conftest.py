@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from bridge.app import GatewayKey, create_app
 from bridge.config import Config, parse_config
+from tests.redisserver import RedisServer, running_redis
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -69,3 +71,10 @@ async def bridge_factory() -> AsyncIterator[BridgeFactory]:
         await http.close()
     for runner in runners:
         await runner.cleanup()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on 127.0.0.1 for this test."""
+    with running_redis(tmp_path / "redis") as server:
+        yield server
