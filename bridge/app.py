@@ -21,6 +21,7 @@ from bridge import jsontext
 from bridge.audiocodes.conversation import Conversation
 from bridge.audiocodes.streaming import StreamingSession
 from bridge.budget import CoreBudget, watch
+from bridge.cluster import Cluster
 from bridge.config import Config, Route
 from bridge.divergence import DivergenceLog
 from bridge.legacy_path import LegacyPath
@@ -129,6 +130,12 @@ class Gateway:
         self.streams: dict[tuple[str, str], tuple[StreamingSession, CallSession]] = {}
         # Set once by `drain`: readiness fails and new conversations are refused from then on.
         self.draining = False
+        self.cluster = Cluster(
+            config.cluster,
+            metrics,
+            calls=lambda: len(self.calls),
+            listen_url=f"http://{config.listen}",
+        )
 
     def swap(self, config: Config, engine: Engine) -> None:
         """Atomically switch to a new config and mappings; calls in flight keep theirs.
@@ -249,6 +256,7 @@ def create_app(
     add_routes(app)
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_voicegateway_client)  # closed after the drain of _expiry_loop
+    app.cleanup_ctx.append(_cluster)  # leaves the fleet after the drain of _expiry_loop
     app.cleanup_ctx.append(_expiry_loop)
     app.cleanup_ctx.append(_budget_watch)
     return app
@@ -277,6 +285,19 @@ async def _budget_watch(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _cluster(app: web.Application) -> AsyncIterator[None]:
+    """The heartbeat that keeps this instance's lease (only with a shared store)."""
+    cluster = app[GatewayKey].cluster
+    task = asyncio.create_task(cluster.run()) if cluster.shared else None
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await cluster.leave()
+    await cluster.close()
 
 
 async def _voicegateway_client(app: web.Application) -> AsyncIterator[None]:

@@ -19,6 +19,7 @@ from bridge.errors import ConfigError
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _ROUTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_INSTANCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
 class _Strict(BaseModel):
@@ -179,6 +180,43 @@ class ConsoleSettings(_Strict):
         return self
 
 
+class ClusterSettings(_Strict):
+    """More than one instance (design §2.5): shared state in Redis; null `redis_url` = one
+    instance, everything in memory."""
+
+    redis_url: str | None = None
+    instance_id: str | None = None  # default: "<hostname>-<pid>"
+    advertise_url: str | None = None  # how the other instances reach this one
+    lease_s: float = Field(default=10, ge=1, le=300)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("advertise_url")
+    @classmethod
+    def _advertise_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an absolute http:// or https:// URL")
+        return None if value is None else value.rstrip("/")
+
+    @field_validator("instance_id")
+    @classmethod
+    def _instance_id(cls, value: str | None) -> str | None:
+        if value is not None and not _INSTANCE_ID.match(value):
+            raise ValueError(f"must match {_INSTANCE_ID.pattern}")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> ClusterSettings:
+        if self.redis_url is not None and self.advertise_url is None:
+            raise ValueError("advertise_url is required with redis_url (peers forward to it)")
+        return self
+
+
 class Config(_Strict):
     listen: str = "127.0.0.1:8080"
     public_url: str | None = None
@@ -190,6 +228,7 @@ class Config(_Strict):
     divergence_log: DivergenceLogSettings = Field(default_factory=DivergenceLogSettings)
     tls: TlsSettings = Field(default_factory=TlsSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     routes: dict[str, Route]
 
     @field_validator("listen")

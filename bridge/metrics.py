@@ -115,6 +115,31 @@ class Metrics:
             registry=reg,
         )
 
+        self.takeovers = Counter(
+            "acvg_takeovers_total",
+            "Calls this instance continued from the shared store: its owner was lost or handed "
+            "the call off.",
+            ["route", "path", "reason"],
+            registry=reg,
+        )
+        self.forwarded_requests = Counter(
+            "acvg_forwarded_requests_total",
+            "VAIC requests forwarded to the live instance that owns the call.",
+            ["route"],
+            registry=reg,
+        )
+        self.store_errors = Counter(
+            "acvg_store_errors_total",
+            "Operations on the shared state store (Redis) that failed, per operation.",
+            ["op"],
+            registry=reg,
+        )
+        self.cluster_instances = Gauge(
+            "acvg_cluster_instances",
+            "Live instances this instance sees in the shared store (1 without a cluster).",
+            registry=reg,
+        )
+
     def child(self, metric: _M, *values: str) -> _M:
         """`metric.labels(*values)`, remembered: every turn asks for the same few children, and
         label values are bounded (module doc), so the memo is too."""

@@ -168,6 +168,10 @@ RESTART_ONLY = {
     "tls.verify": "change certificate checks",
     "divergence_log.path": "write the divergence log elsewhere",
     "divergence_log.max_bytes": "change the divergence log's size limit",
+    "cluster.redis_url": "use another state store",
+    "cluster.instance_id": "change its instance id",
+    "cluster.advertise_url": "change the URL its peers use",
+    "cluster.lease_s": "change its lease",
 }
 
 

@@ -1,4 +1,5 @@
-"""The admin HTTP endpoints (design §2.2, §3.6): `POST /admin/reload`, `GET /admin/routes`.
+"""The admin HTTP endpoints (design §2.2, §2.5, §3.6): `POST /admin/reload`, `GET /admin/routes`,
+`GET /admin/cluster`.
 
 Both need `Authorization: Bearer <admin_token>`; without an admin token in the config the admin
 API is off (403). A reload builds the whole new state first and swaps it in one step, so an
@@ -83,11 +84,16 @@ async def routes(request: web.Request, gateway: Gateway) -> web.Response:
     return web.json_response(describe_routes(gateway.config))
 
 
+async def cluster(request: web.Request, gateway: Gateway) -> web.Response:
+    return web.json_response(await gateway.cluster.status())
+
+
 def add_admin_routes(app: web.Application) -> None:
     """Register the admin endpoints on an app that holds a `GatewayKey`."""
     app.add_routes(
         [
             web.post("/admin/reload", _admin_only(reload)),
             web.get("/admin/routes", _admin_only(routes)),
+            web.get("/admin/cluster", _admin_only(cluster)),
         ]
     )

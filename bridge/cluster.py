@@ -1,0 +1,108 @@
+"""This instance's membership of a fleet: its identity, its lease, and the store it shares.
+
+Without `cluster.redis_url` the fleet is this one instance on a `MemoryStore`, and nothing here
+does I/O. With it, a heartbeat keeps this instance's lease alive in Redis (every third of
+`lease_s`) and `status()` answers `GET /admin/cluster` (design §2.5). While Redis is down the
+heartbeat goes on trying, the store reads `down`, and calls carry on from local state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bridge.config import ClusterSettings
+from bridge.metrics import Metrics
+from bridge.store import CallStore, InstanceInfo, MemoryStore, RedisStore, StoreUnavailable
+
+log = logging.getLogger("bridge.cluster")
+
+
+def default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Cluster:
+    """Identity, store and lease of this instance."""
+
+    def __init__(
+        self,
+        settings: ClusterSettings,
+        metrics: Metrics,
+        *,
+        calls: Callable[[], int],
+        store: CallStore | None = None,
+        listen_url: str = "",
+    ) -> None:
+        self.settings = settings
+        self.instance_id = settings.instance_id or default_instance_id()
+        self.advertise_url = settings.advertise_url or listen_url
+        self.lease_s = settings.lease_s
+        self._metrics = metrics
+        self._calls = calls
+        self.store_up = True
+        if store is None:
+            if settings.redis_url is None:
+                store = MemoryStore()
+            else:
+                store = RedisStore(settings.redis_url, on_error=self._store_error)
+        self.store = store
+
+    @property
+    def shared(self) -> bool:
+        return self.store.shared
+
+    def _store_error(self, op: str) -> None:
+        self._metrics.child(self._metrics.store_errors, op).inc()
+        if self.store_up:
+            log.warning("state store unreachable (%s); calls continue from local state", op)
+        self.store_up = False
+
+    def info(self) -> InstanceInfo:
+        return InstanceInfo(self.instance_id, self.advertise_url, self._calls(), time.time())
+
+    async def beat(self) -> None:
+        """One heartbeat; marks the store up again when it answers."""
+        try:
+            await self.store.heartbeat(self.info(), self.lease_s)
+        except StoreUnavailable:
+            return
+        if not self.store_up:
+            log.info("state store reachable again")
+        self.store_up = True
+
+    async def run(self) -> None:
+        """Heartbeat until cancelled."""
+        while True:
+            await self.beat()
+            await asyncio.sleep(self.lease_s / 3)
+
+    async def leave(self) -> None:
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.leave(self.instance_id)
+
+    async def status(self) -> dict[str, Any]:
+        """`GET /admin/cluster`: the store's state and the live instances (this one first seen
+        from local figures when the store is down)."""
+        up = await self.store.ping()
+        instances: list[InstanceInfo] = []
+        if up:
+            with contextlib.suppress(StoreUnavailable):
+                instances = await self.store.instances()
+        if not self.shared or not up:
+            instances = [i for i in instances if i.id != self.instance_id] + [self.info()]
+        self._metrics.cluster_instances.set(len(instances))
+        return {
+            "store": "ok" if up else "down",
+            "instance_id": self.instance_id,
+            "instances": [i.as_json() for i in sorted(instances, key=lambda i: i.id)],
+        }
+
+    async def close(self) -> None:
+        await self.store.close()
