@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from bridge import jsontext
+from bridge import handoff, jsontext
 from bridge.audiocodes.conversation import Conversation
 from bridge.audiocodes.streaming import StreamingSession
 from bridge.budget import CoreBudget, watch
@@ -46,8 +46,9 @@ HANGUP_GRACE_S = 5.0
 class CallRegistry:
     """Live calls by (route, conversation id)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_remove: Callable[[str, str], None] = lambda route, cid: None) -> None:
         self._calls: dict[tuple[str, str], CallSession] = {}
+        self._on_remove = on_remove
         self._empty = asyncio.Event()  # set while no call is registered (what a drain waits for)
         self._empty.set()
         self._per_route = CallCounter()
@@ -74,6 +75,7 @@ class CallRegistry:
             self._per_route.remove(session.route_name)
             if not self._calls:
                 self._empty.set()
+            self._on_remove(*key)
 
     def count(self, route: str) -> int:
         """Live calls on `route` (what `max_calls` limits)."""
@@ -117,7 +119,8 @@ class Gateway:
         self.listen_override: str | None = None  # `serve --listen`, kept across reloads
         self.metrics = metrics
         self.opener = opener
-        self.calls = CallRegistry()
+        self.calls = CallRegistry(on_remove=self._forget_record)
+        self._background: set[asyncio.Task[None]] = set()
         self.http: aiohttp.ClientSession | None = None  # legacy upstreams; opened at startup
         self.budget = CoreBudget()  # fed once a second by `_budget_watch`
         settings = config.divergence_log
@@ -136,6 +139,17 @@ class Gateway:
             calls=lambda: len(self.calls),
             listen_url=f"http://{config.listen}",
         )
+
+    def _forget_record(self, route: str, conversation_id: str) -> None:
+        """An ended call's record leaves the shared store (in the background: never awaited
+        by the request that ended the call)."""
+        if not self.cluster.shared:
+            return
+        task = asyncio.get_running_loop().create_task(
+            handoff.forget(self.cluster, route, conversation_id)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def swap(self, config: Config, engine: Engine) -> None:
         """Atomically switch to a new config and mappings; calls in flight keep theirs.

@@ -377,3 +377,41 @@ def test_arbitrary_json_only_raises_protocol_errors(sequence: list[object]) -> N
                 call(body, 99.0)
             except AudioCodesProtocolError as error:
                 assert error.status in (400, 404)
+
+
+# -- snapshots ---------------------------------------------------------------------------
+
+
+def test_snapshot_restores_dedup_outputs_and_idle_clock_in_another_process() -> None:
+    original = conv(now=100.0)
+    original.receive_activities(post(msg("a1"), msg("a2")), now=100.0)
+    original.record_outputs(1, [{"type": "message", "text": "Hi."}])
+    original.receive_activities(post(msg("a3")), now=110.0)
+    snapshot = original.snapshot(now=115.0, wall=5_000.0)  # idle for 5 s at wall 5000
+
+    # another process: its monotonic clock reads 7, and 2 s of wall time have passed
+    restored = Conversation.restore(snapshot, now=7.0, wall=5_002.0)
+    assert restored.conversation_id == CID and restored.turn == 2
+    assert restored.last_request_at == pytest.approx(0.0)  # 7 s idle on the new clock
+    assert restored.deadline() == pytest.approx(original.deadline() - 110.0)
+    assert restored.receive_activities(post(msg("a1")), now=8.0) == [DuplicateReceived(turn=1)]
+    assert restored.outputs_of(1) == [{"type": "message", "text": "Hi."}]
+    assert restored.receive_activities(post(msg("a4")), now=9.0)[0] == ActivitiesReceived(
+        turn=3, activities=(msg("a4"),)
+    )
+    assert Conversation.restore(restored.snapshot(9.0, 1.0), 9.0, 1.0).snapshot(
+        9.0, 1.0
+    ) == restored.snapshot(9.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {},
+        {"conversation_id": 5},
+        "not a mapping at all",
+    ],
+)
+def test_a_broken_snapshot_is_a_value_error(broken: object) -> None:
+    with pytest.raises(ValueError):
+        Conversation.restore(broken, 0.0, 0.0)  # type: ignore[arg-type]

@@ -290,3 +290,18 @@ def test_apt_get_failure_fails_and_removes_policy(box: Sandbox, step: str) -> No
     assert box.calls() == (expected[:1] if step == "update" else expected)
     assert box.apt_states()[0] == INSTALLED
     assert not box.policy.exists()
+
+
+def test_an_unknown_argument_installs_nothing(box: Sandbox) -> None:
+    box.apt_get()
+    result = box.run("--chek")
+    assert (result.returncode, result.stderr) == (2, "usage: tools/ensure_system_peers [--check]\n")
+    assert box.calls() == []
+
+
+def test_a_directory_is_no_chromium(box: Sandbox) -> None:
+    box.install(*ALL_PACKAGES)
+    box.chromium.unlink()
+    box.chromium.mkdir()
+    result = box.run("--check")
+    assert (result.returncode, result.stderr) == (1, advice("chromium"))

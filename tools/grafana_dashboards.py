@@ -369,6 +369,42 @@ def _requests() -> list[Spec]:
     ]
 
 
+def _cluster() -> list[Spec]:
+    return [
+        _timeseries(
+            "Live instances",
+            "Instances each bridge sees in the shared store (1 without a cluster). Instances "
+            "that disagree point at a partition or an unreachable Redis.",
+            Target("max by (instance) (acvg_cluster_instances)", "{{instance}}"),
+            unit="short",
+            width=6,
+        ),
+        _timeseries(
+            "Takeovers and forwarded requests",
+            "Calls continued from the shared store (owner lost, or handed off at drain), and "
+            "VAIC requests forwarded to the instance that owns the call.",
+            Target(
+                f"sum by (route, reason) (rate(acvg_takeovers_total{{{ROUTE}}}{RATE}))",
+                "takeover {{route}} {{reason}}",
+            ),
+            Target(
+                f"sum by (route) (rate(acvg_forwarded_requests_total{{{ROUTE}}}{RATE}))",
+                "forwarded {{route}}",
+            ),
+            unit="reqps",
+            width=12,
+        ),
+        _timeseries(
+            "State store errors",
+            "Failed Redis operations, per operation. Calls in flight go on from local state; "
+            "taking over another instance's calls is unavailable meanwhile.",
+            Target(f"sum by (op) (rate(acvg_store_errors_total{RATE}))", "{{op}}"),
+            unit="ops",
+            width=6,
+        ),
+    ]
+
+
 ROWS: tuple[tuple[str, Any], ...] = (
     ("Traffic: legacy | voicegateway", _traffic),
     ("Routing", _routing),
@@ -377,6 +413,7 @@ ROWS: tuple[tuple[str, Any], ...] = (
     ("Translation", _translation),
     ("Upstreams", _upstreams),
     ("Requests", _requests),
+    ("Cluster", _cluster),
 )
 
 

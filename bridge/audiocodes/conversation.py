@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
+from typing import TypeVar
 
 from bridge.audiocodes.events import (
     ActivitiesReceived,
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 MAX_ID_LENGTH = 200
+_T = TypeVar("_T")
 # Rasa expires a conversation after keep_alive * 1.5 without any request (§1.4).
 IDLE_FACTOR = 1.5
 # Bounds on per-conversation memory: activity ids remembered for de-duplication, and turns
@@ -129,6 +131,15 @@ def parse_create(body: object) -> str:
         # the id goes into the URLs of the create response (UTF-8, percent-encoded)
         raise _bad("conversation: must be valid Unicode text (no lone surrogates)")
     return conversation
+
+
+def _snap(data: Mapping[str, object], key: str, kind: type[_T]) -> _T:
+    value = data[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise TypeError(f"{key}: expected {kind.__name__}")
+    return value
 
 
 def _encodable(text: str) -> bool:
@@ -255,6 +266,45 @@ class Conversation:
     def outputs_of(self, turn: int) -> list[dict[str, object]]:
         """The outputs recorded for `turn`; empty when none were recorded or they aged out."""
         return [dict(a) for a in self._outputs.get(turn, ())]
+
+    # -- snapshots (cluster: another instance continues the conversation) -----------------
+
+    def snapshot(self, now: float, wall: float) -> dict[str, object]:
+        """JSON-ready state. Monotonic `now` readings mean nothing in another process, so the
+        idle clock travels as the wall-clock time (`wall`, time.time) of the last request."""
+        return {
+            "conversation_id": self.conversation_id,
+            "expires_seconds": self.expires_seconds,
+            "max_activities": self.max_activities,
+            "state": self.state.value,
+            "turn": self.turn,
+            "last_request_wall": wall - (now - self.last_request_at),
+            "seen": [[activity_id, turn] for activity_id, turn in self._seen.items()],
+            "outputs": [[turn, list(outputs)] for turn, outputs in self._outputs.items()],
+        }
+
+    @classmethod
+    def restore(cls, data: Mapping[str, object], now: float, wall: float) -> Conversation:
+        """The conversation `snapshot` described, on this process's clock; ValueError if
+        `data` is not a snapshot."""
+        try:
+            conversation = cls(
+                _snap(data, "conversation_id", str),
+                _snap(data, "expires_seconds", int),
+                now,
+                max_activities=_snap(data, "max_activities", int),
+            )
+            conversation.state = State(_snap(data, "state", str))
+            conversation.turn = _snap(data, "turn", int)
+            last_wall = _snap(data, "last_request_wall", float)
+            conversation.last_request_at = now - max(0.0, wall - last_wall)
+            for activity_id, turn in _snap(data, "seen", list):
+                conversation._seen[str(activity_id)] = int(turn)
+            for turn, outputs in _snap(data, "outputs", list):
+                conversation._outputs[int(turn)] = tuple(dict(a) for a in outputs)
+        except (TypeError, KeyError) as exc:
+            raise ValueError(f"not a conversation snapshot: {exc}") from None
+        return conversation
 
     # -- time -----------------------------------------------------------------------------
 

@@ -14,15 +14,16 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge import jsontext
+from bridge import handoff, jsontext
 from bridge.app import Gateway, GatewayKey
 from bridge.audiocodes import wire as ac
-from bridge.audiocodes.conversation import parse_create
+from bridge.audiocodes.conversation import Conversation, parse_create
 from bridge.config import Route
 from bridge.console import add_console_routes
 from bridge.errors import AudioCodesProtocolError
 from bridge.limits import RateLimiter
 from bridge.session import CallSession
+from bridge.store import StoreUnavailable
 from bridge.transport.admin import add_admin_routes
 from bridge.transport.vaic_ws import vaic_socket
 
@@ -80,6 +81,10 @@ def _route_handler(handler: Handler) -> Callable[[web.Request], Awaitable[web.St
             rejected.labels(name, "auth").inc()
             return error_response(401, "auth", "missing or invalid bearer token")
         try:
+            if call is None and conversation is not None and gateway.cluster.shared:
+                elsewhere = await _claim(request, gateway, name, route, conversation)
+                if elsewhere is not None:
+                    return elsewhere
             return await handler(request, gateway, name, route)
         except AudioCodesProtocolError as exc:
             rejected.labels(name, exc.reason).inc()
@@ -97,6 +102,45 @@ def _route_handler(handler: Handler) -> Callable[[web.Request], Awaitable[web.St
             return error_response(500, "internal", "internal error; the call may continue")
 
     return wrapped
+
+
+async def _claim(
+    request: web.Request, gateway: Gateway, name: str, route: Route, conversation_id: str
+) -> web.StreamResponse | None:
+    """A conversation this instance does not hold: adopt it from the shared store (None: the
+    handler goes on with it registered), or answer by forwarding it to its live owner."""
+    cluster = gateway.cluster
+    try:
+        found = await handoff.locate(cluster, name, route, conversation_id)
+    except StoreUnavailable:
+        return None  # unknown here, and the store cannot say more: the handler's 404
+    if isinstance(found, handoff.Adopted):
+        session = gateway.new_call(name, route, conversation_id, conversation=found.conversation)
+        if gateway.calls.add(session) and found.previous_owner is not None:
+            gateway.metrics.child(gateway.metrics.takeovers, name, "none", "owner_lost").inc()
+        return None
+    if isinstance(found, handoff.OwnedElsewhere):
+        if handoff.FORWARDED_HEADER in request.headers:
+            return None  # forwarded once already: never bounce it on
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            raise AudioCodesProtocolError(
+                "this conversation is served by another instance; connect through the load "
+                "balancer",
+                status=409,
+                reason="wrong_instance",
+            )
+        if gateway.http is None:
+            return None
+        return await handoff.forward(
+            request, gateway.http, found.owner, cluster, gateway.metrics, name
+        )
+    if isinstance(found, handoff.Lost):
+        raise AudioCodesProtocolError(
+            "the instance serving this call was lost; the call cannot continue",
+            status=404,
+            reason="owner_lost",
+        )
+    return None
 
 
 async def _json_body(request: web.Request) -> Any:
@@ -162,13 +206,35 @@ async def create(request: web.Request, gateway: Gateway, name: str, route: Route
     conversation_id = parse_create(await _json_body(request))
     if gateway.calls.get(name, conversation_id) is None:  # a duplicate is a 409, not a 503
         _check_capacity(gateway, name, route)
-    session = gateway.new_call(name, route, conversation_id)
-    if not gateway.calls.add(session):
-        raise AudioCodesProtocolError("conversation already exists", status=409, reason="conflict")
+    if not (gateway.cluster.shared and await _published(gateway, name, route, conversation_id)):
+        session = gateway.new_call(name, route, conversation_id)
+        if not gateway.calls.add(session):
+            raise AudioCodesProtocolError(
+                "conversation already exists", status=409, reason="conflict"
+            )
     base = f"{gateway.config.public_url or ''}/ac/{name}"
     return web.json_response(
         ac.create_response(base, conversation_id, route.expires_seconds, websocket=route.async_mode)
     )
+
+
+async def _published(gateway: Gateway, name: str, route: Route, conversation_id: str) -> bool:
+    """Write a new conversation to the shared store, where the instance that gets its first
+    turn adopts it (bridge/handoff.py). False when the store is down: the call is then served
+    here, as by a single instance. An id the store already has is a 409."""
+    conversation = Conversation(
+        conversation_id,
+        route.expires_seconds,
+        asyncio.get_running_loop().time(),
+        max_activities=route.max_activities,
+    )
+    try:
+        fresh = await handoff.publish_created(gateway.cluster, name, route, conversation)
+    except StoreUnavailable:
+        return False
+    if not fresh:
+        raise AudioCodesProtocolError("conversation already exists", status=409, reason="conflict")
+    return True
 
 
 async def activities(

@@ -1,0 +1,171 @@
+"""Which instance serves a conversation: records in the shared store, adoption, forwarding.
+
+With a shared store (`cluster.redis_url`) a conversation created on one instance may be served
+by any other: the load balancer hashes on the conversation id, which the create request does
+not carry in its path. So `create` only writes the conversation's record, owned by nobody, and
+the instance that gets the conversation's first request claims and adopts it (no hop). A
+request for a conversation a live peer owns is forwarded to that peer (`advertise_url`), once:
+a forwarded request is never forwarded again.
+
+Record (JSON, `acvg-call/1`): `phase` (`created`: no turn yet; `started`: a path serves it),
+`route`, and `conversation` (`Conversation.snapshot`). A `started` call whose owner is dead
+cannot be continued yet (its upstream state is not in the record): the request is answered
+404 `owner_lost` and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+from aiohttp import web
+
+from bridge.audiocodes.conversation import IDLE_FACTOR, Conversation
+from bridge.cluster import Cluster
+from bridge.config import Route
+from bridge.metrics import Metrics
+from bridge.store import CallKey, InstanceInfo, StoreUnavailable
+
+log = logging.getLogger("bridge.handoff")
+VERSION = "acvg-call/1"
+FORWARDED_HEADER = "X-Acvg-Forwarded-By"
+FORWARD_TIMEOUT_S = 30.0
+# Headers a forwarded request keeps; hop-by-hop ones and Host are the forwarder's own.
+_FORWARDED_HEADERS = ("Authorization", "Content-Type", "Accept", "X-Request-Id")
+
+Phase = Literal["created", "started"]
+
+
+@dataclass(frozen=True, slots=True)
+class Adopted:
+    """The record of a conversation this instance now owns."""
+
+    conversation: Conversation
+    previous_owner: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OwnedElsewhere:
+    owner: InstanceInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """A started call whose owner died; its upstream cannot be continued from the record."""
+
+    previous_owner: str | None
+
+
+Located = Adopted | OwnedElsewhere | Lost | None
+
+
+def record_ttl_s(route: Route) -> float:
+    """How long a record outlives its last write: the conversation's idle limit, plus margin."""
+    return IDLE_FACTOR * route.expires_seconds + 30
+
+
+def record(route_name: str, conversation: Conversation, phase: Phase) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    return {
+        "v": VERSION,
+        "phase": phase,
+        "route": route_name,
+        "conversation": conversation.snapshot(loop.time(), time.time()),
+    }
+
+
+async def publish_created(
+    cluster: Cluster, route_name: str, route: Route, conversation: Conversation
+) -> bool:
+    """Write a new conversation's record, owned by nobody; False if the id is taken."""
+    key = CallKey(route_name, conversation.conversation_id)
+    if await cluster.store.load(key) is not None:
+        return False
+    await cluster.store.save(
+        key, record(route_name, conversation, "created"), "", record_ttl_s(route)
+    )
+    return True
+
+
+async def locate(cluster: Cluster, route_name: str, route: Route, conversation_id: str) -> Located:
+    """Claim a conversation this instance does not hold; None when the store has no such call.
+
+    Raises StoreUnavailable when the store cannot be asked."""
+    key = CallKey(route_name, conversation_id)
+    claim = await cluster.store.claim(key, cluster.instance_id)
+    if claim.outcome == "unknown":
+        return None
+    if claim.outcome == "owned":
+        assert claim.owner is not None
+        return OwnedElsewhere(claim.owner)
+    found = await cluster.store.load(key)
+    if found is None:
+        return None
+    data, _ = found
+    if data.get("v") != VERSION or data.get("phase") != "created":
+        return Lost(claim.previous)
+    loop = asyncio.get_running_loop()
+    try:
+        conversation = Conversation.restore(data["conversation"], loop.time(), time.time())
+    except (ValueError, KeyError, TypeError):
+        log.warning("conversation record unreadable; treated as unknown")
+        return None
+    if conversation.expired(loop.time()):
+        return None
+    data["phase"] = "started"
+    await cluster.store.save(key, data, cluster.instance_id, record_ttl_s(route))
+    return Adopted(conversation, claim.previous)
+
+
+async def forget(cluster: Cluster, route_name: str, conversation_id: str) -> None:
+    """Drop an ended call's record (best effort: it expires on its own)."""
+    with contextlib.suppress(StoreUnavailable):
+        await cluster.store.delete(CallKey(route_name, conversation_id))
+
+
+async def forward(
+    request: web.Request,
+    http: aiohttp.ClientSession,
+    owner: InstanceInfo,
+    cluster: Cluster,
+    metrics: Metrics,
+    route_name: str,
+) -> web.Response:
+    """Send `request` to the instance that owns its call and answer with what it answered."""
+    headers = {h: request.headers[h] for h in _FORWARDED_HEADERS if h in request.headers}
+    headers[FORWARDED_HEADER] = cluster.instance_id
+    body = await request.read()
+    url = owner.advertise_url + request.path_qs
+    metrics.child(metrics.forwarded_requests, route_name).inc()
+    try:
+        async with http.request(
+            request.method,
+            url,
+            data=body,
+            headers=headers,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S),
+        ) as reply:
+            payload = await reply.read()
+            content_type = reply.headers.get("Content-Type", "application/json")
+            retry_after = reply.headers.get("Retry-After")
+            status = reply.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("forward to %s failed: %s", owner.id, type(exc).__name__)
+        return web.json_response(
+            {
+                "error": "owner_unreachable",
+                "message": "the instance serving this call is unreachable; retry",
+            },
+            status=503,
+            headers={"Retry-After": "1"},
+        )
+    out_headers = {"Content-Type": content_type}
+    if retry_after is not None:
+        out_headers["Retry-After"] = retry_after
+    return web.Response(body=payload, status=status, headers=out_headers)

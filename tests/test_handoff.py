@@ -1,0 +1,176 @@
+"""bridge/handoff.py through real bridges on one real redis-server: a conversation created on
+one instance is adopted by the one that gets its first turn, later requests on any other
+instance are forwarded to its owner, and a call whose owner died is answered, never hung."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import yaml
+
+from bridge.app import GatewayKey
+from bridge.config import Config, parse_config
+from bridge.sim.scenario import step_activity
+from bridge.sim.vaic import stamp
+from bridge.sim.vg_endpoint import VGEndpointSim
+from bridge.store import CallKey, RedisStore
+from tests.conftest import BridgeFactory, RunningBridge
+from tests.redisserver import RedisServer
+from tests.test_legacy_path import SCENARIOS
+
+SCENARIO = SCENARIOS["spoken_answer"]
+AUTH = {"Authorization": "Bearer tok"}
+
+
+@pytest.fixture
+async def vg_sim() -> AsyncIterator[VGEndpointSim]:
+    async with VGEndpointSim() as sim:
+        yield sim
+
+
+def _config(redis: RedisServer, vg: VGEndpointSim, name: str, port: int) -> Config:
+    doc: dict[str, Any] = {
+        "listen": f"127.0.0.1:{port}",
+        "cluster": {
+            "redis_url": redis.url,
+            "instance_id": name,
+            "advertise_url": f"http://127.0.0.1:{port}",
+            "lease_s": 3,
+        },
+        "routes": {"r": {"token": "tok", "turn_settle_ms": 150, "voicegateway": {"url": vg.url()}}},
+    }
+    return parse_config(yaml.safe_dump(doc), env={})
+
+
+async def _fleet(
+    redis: RedisServer, vg: VGEndpointSim, bridge_factory: BridgeFactory, *names: str
+) -> list[RunningBridge]:
+    """Bridges whose advertise_url is their real address: start each, then point its cluster
+    at the port it got (the factory binds port 0)."""
+    bridges = []
+    for name in names:
+        bridge = await bridge_factory(_config(redis, vg, name, 0))
+        bridge.app[GatewayKey].cluster.advertise_url = bridge.url
+        await bridge.app[GatewayKey].cluster.beat()
+        bridges.append(bridge)
+    return bridges
+
+
+async def _post(bridge: RunningBridge, path: str, body: Any) -> tuple[int, Any]:
+    async with bridge.http.post(f"{bridge.url}{path}", json=body, headers=AUTH) as reply:
+        return reply.status, await reply.json()
+
+
+async def _create(bridge: RunningBridge) -> str:
+    conversation = str(uuid.uuid4())
+    status, body = await _post(bridge, "/ac/r", {"conversation": conversation})
+    assert status == 200, body
+    assert body["activitiesURL"] == f"/ac/r/conversation/{conversation}/activities"
+    return conversation
+
+
+async def _turn(bridge: RunningBridge, conversation: str, step: int) -> tuple[int, Any]:
+    activity = stamp(step_activity(SCENARIO.steps[step], SCENARIO, conversation), datetime.now(UTC))
+    return await _post(
+        bridge, f"/ac/r/conversation/{conversation}/activities", {"activities": [activity]}
+    )
+
+
+def _texts(body: Any) -> list[str]:
+    return [a.get("text", a.get("name", "")) for a in body["activities"]]
+
+
+async def test_created_on_one_served_by_another_forwarded_from_a_third(
+    redis_server: RedisServer, vg_sim: VGEndpointSim, bridge_factory: BridgeFactory
+) -> None:
+    a, b, c = await _fleet(redis_server, vg_sim, bridge_factory, "a", "b", "c")
+    conversation = await _create(a)
+    assert len(a.app[GatewayKey].calls) == 0  # created in the store, owned by nobody yet
+
+    status, greeting = await _turn(b, conversation, 0)  # the first turn: b adopts the call
+    assert status == 200, greeting
+    assert _texts(greeting)
+    assert len(b.app[GatewayKey].calls) == 1
+    assert len(vg_sim.calls) == 1
+
+    status, answer = await _turn(c, conversation, 1)  # c forwards to b, the owner
+    assert status == 200, answer
+    assert _texts(answer)
+    assert c.metric("acvg_forwarded_requests_total", route="r") == 1
+    assert len(c.app[GatewayKey].calls) == 0
+    assert len(vg_sim.calls) == 1  # one upstream session, whoever got the request
+
+    # VAIC's retry of that turn through yet another instance: the same answer, not forwarded
+    # upstream twice (the owner answers a repeated activity id from its record)
+    activity_path = f"/ac/r/conversation/{conversation}/activities"
+    retry = stamp(step_activity(SCENARIO.steps[1], SCENARIO, conversation), datetime.now(UTC))
+    first = await _post(a, activity_path, {"activities": [retry]})
+    again = await _post(c, activity_path, {"activities": [retry]})
+    assert first[0] == again[0] == 200
+    assert first[1]["activities"] == again[1]["activities"]
+
+    status, body = await _post(a, f"/ac/r/conversation/{conversation}/disconnect", {})
+    assert (status, body) == (200, {})
+    assert len(b.app[GatewayKey].calls) == 0
+    store = RedisStore(redis_server.url)
+    try:
+        for _ in range(50):
+            if await store.load(CallKey("r", conversation)) is None:
+                break
+            await asyncio.sleep(0.02)
+        assert await store.load(CallKey("r", conversation)) is None
+    finally:
+        await store.close()
+
+
+async def test_a_conversation_id_is_created_once_in_the_fleet(
+    redis_server: RedisServer, vg_sim: VGEndpointSim, bridge_factory: BridgeFactory
+) -> None:
+    a, b = await _fleet(redis_server, vg_sim, bridge_factory, "a", "b")
+    conversation = await _create(a)
+    status, body = await _post(b, "/ac/r", {"conversation": conversation})
+    assert (status, body["error"]) == (409, "conflict")
+
+
+async def test_a_created_call_whose_claimer_died_is_taken_over(
+    redis_server: RedisServer, vg_sim: VGEndpointSim, bridge_factory: BridgeFactory
+) -> None:
+    (a,) = await _fleet(redis_server, vg_sim, bridge_factory, "a")
+    conversation = await _create(a)
+    store = RedisStore(redis_server.url)
+    try:  # "ghost" claimed it and died before its first turn got anywhere
+        assert (await store.claim(CallKey("r", conversation), "ghost")).outcome == "claimed"
+    finally:
+        await store.close()
+    status, greeting = await _turn(a, conversation, 0)
+    assert status == 200 and _texts(greeting)
+    assert a.metric("acvg_takeovers_total", route="r", path="none", reason="owner_lost") == 1
+
+
+async def test_a_started_call_whose_owner_died_is_answered_404(
+    redis_server: RedisServer, vg_sim: VGEndpointSim, bridge_factory: BridgeFactory
+) -> None:
+    a, b = await _fleet(redis_server, vg_sim, bridge_factory, "a", "b")
+    conversation = await _create(a)
+    assert (await _turn(b, conversation, 0))[0] == 200
+    await b.app[GatewayKey].cluster.leave()  # b's lease is gone: presumed dead
+    status, body = await _turn(a, conversation, 1)
+    assert (status, body["error"]) == (404, "owner_lost")
+    assert a.metric("acvg_rejected_requests_total", route="r", reason="owner_lost") == 1
+
+
+async def test_redis_down_at_create_serves_the_call_here(
+    redis_server: RedisServer, vg_sim: VGEndpointSim, bridge_factory: BridgeFactory
+) -> None:
+    (a,) = await _fleet(redis_server, vg_sim, bridge_factory, "a")
+    redis_server.stop()
+    conversation = await _create(a)
+    assert len(a.app[GatewayKey].calls) == 1
+    status, greeting = await _turn(a, conversation, 0)
+    assert status == 200 and _texts(greeting)
+    assert a.metric("acvg_store_errors_total", op="load") >= 1
