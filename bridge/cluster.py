@@ -53,6 +53,7 @@ class Cluster:
             else:
                 store = RedisStore(settings.redis_url, on_error=self._store_error)
         self.store = store
+        metrics.cluster_instances.set(1)  # itself, until the store says more
 
     @property
     def shared(self) -> bool:
@@ -71,8 +72,10 @@ class Cluster:
         """One heartbeat; marks the store up again when it answers."""
         try:
             await self.store.heartbeat(self.info(), self.lease_s)
+            live = await self.store.instances()
         except StoreUnavailable:
             return
+        self._metrics.cluster_instances.set(max(1, len(live)))
         if not self.store_up:
             log.info("state store reachable again")
         self.store_up = True
