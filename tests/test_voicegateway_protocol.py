@@ -1407,3 +1407,65 @@ def test_an_unserved_sip_request_reports_failure_on_its_hook() -> None:
     assert_valid_callback("sip-request", hook["data"])
     ack(proto, hook["msgid"], None)
     assert texts(proto.events_received()) == ["after"]
+
+
+# ---------------------------------------------------------------- snapshots (another instance)
+
+
+def _moved(proto: CallProtocol, now: float) -> CallProtocol:
+    """`proto`'s snapshot, through JSON, restored in "another process" whose clock reads 5."""
+    snapshot = proto.snapshot(now)
+    assert snapshot is not None
+    counter = itertools.count(100)
+    return CallProtocol.restore(
+        json.loads(json.dumps(snapshot)), 5.0, msgid_factory=lambda: f"n{next(counter)}"
+    )
+
+
+def test_a_restored_call_reconnects_and_takes_the_input_its_gather_waited_for() -> None:
+    proto = started([{"verb": "config", "bargeIn": {"enable": True, "sticky": True}}, GATHER])
+    proto.receive_message({"type": "command", "command": "tag", "data": {"tier": "gold"}}, T0)
+    proto.events_received()
+    moved = _moved(proto, T0 + 30)
+    assert moved.accepted and not moved.awaiting_ack
+    assert moved.messages_to_send() == []  # nothing goes out before the socket is back
+    assert moved.reconnected(5.0) == "n100"
+    [reconnect] = moved.messages_to_send()
+    assert_envelope(reconnect, "session:reconnect")
+    assert reconnect["call_sid"] == CALL_SID
+    assert reconnect["data"] == session_new_data()
+    ack(moved, reconnect["msgid"], [], now=5.5)
+
+    assert moved.pending_hook(HookKind.INPUT) == proto.pending_hook(HookKind.INPUT)
+    assert moved.send_input(HookKind.INPUT, SPEECH_RESULT, 6.0)
+    [hook] = moved.messages_to_send()
+    assert (hook["type"], hook["hook"]) == ("verb:hook", "voice")
+    assert hook["data"]["customerData"] == {"tier": "gold"}
+    assert_valid_callback("gather", hook["data"])
+    ack(moved, hook["msgid"], [say("answer")], now=6.5)
+    assert texts(moved.events_received()) == ["answer"]
+    moved.end("caller", 10.0)
+    status = [m for m in moved.messages_to_send() if m["type"] == "call:status"][-1]
+    assert status["data"]["duration"] == 35  # 30 s before the move, 5 s after
+
+
+def test_a_hook_in_flight_at_the_move_is_abandoned_and_the_stack_goes_on() -> None:
+    proto = started([GATHER, say("after the gather")])
+    assert proto.send_input(HookKind.INPUT, SPEECH_RESULT, T0 + 1)
+    proto.messages_to_send()
+    moved = _moved(proto, T0 + 2)
+    assert texts(moved.events_received()) == ["after the gather"]
+
+
+def test_nothing_to_continue_is_no_snapshot() -> None:
+    fresh = make_protocol()
+    assert fresh.snapshot(T0) is None
+    ended = started([GATHER])
+    ended.end("caller", T0 + 1)
+    assert ended.snapshot(T0 + 1) is None
+
+
+@pytest.mark.parametrize("broken", [{}, {"call_sid": "x"}, {"stack": 3}])
+def test_a_broken_protocol_snapshot_is_a_value_error(broken: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        CallProtocol.restore(broken, 0.0)

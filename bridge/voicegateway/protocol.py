@@ -439,6 +439,87 @@ class CallProtocol:
         self._reconnect_msgid = msgid
         return msgid
 
+    # --------------------------------------------------------------- snapshots
+
+    def snapshot(self, now: float) -> dict[str, Any] | None:
+        """JSON-ready state for continuing this call on another instance, as if its socket had
+        dropped: the new owner restores it and reconnects (`session:reconnect`). Hooks waiting
+        for an ack are not part of it (a dropped socket abandons them too), and neither are
+        frames not yet sent. None when there is nothing to continue (not accepted, ended, or
+        closed by the app)."""
+        if self._phase is not _Phase.ACTIVE or self._graceful:
+            return None
+        blocking = self._blocking
+        return {
+            "call_sid": self.call_sid,
+            "input_hook": self.input_hook,
+            "elapsed_s": max(0.0, now - self._started_at),
+            "session_new": copy.deepcopy(self._session_new_data),
+            "base": copy.deepcopy(self._base),
+            "customer_data": copy.deepcopy(self._customer_data),
+            "stack": copy.deepcopy(self._stack),
+            "blocking": None
+            if blocking is None
+            else {
+                "verb": copy.deepcopy(blocking.verb),
+                "kind": blocking.kind.value,
+                "hook": blocking.hook,
+                "hook_sent": blocking.hook_msgid is not None,
+            },
+            "bargein_hook": self._bargein_hook,
+            "bargein_sticky": self._bargein_sticky,
+            "play_hook": self._play_hook,
+            "hung_up": self._hung_up,
+        }
+
+    @classmethod
+    def restore(
+        cls,
+        data: Mapping[str, Any],
+        now: float,
+        *,
+        msgid_factory: Callable[[], str] | None = None,
+        serves: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> CallProtocol:
+        """The call `snapshot` described, disconnected: the driver opens a socket and calls
+        `reconnected`. A blocking verb whose hook was in flight completes as on a dropped
+        socket: the stack goes on. ValueError if `data` is not a snapshot."""
+        try:
+            protocol = cls(
+                str(data["call_sid"]),
+                input_hook=str(data["input_hook"]),
+                now=now,
+                msgid_factory=msgid_factory,
+                serves=serves,
+            )
+            protocol._started_at = now - float(data["elapsed_s"])
+            protocol._session_new_data = dict(data["session_new"])
+            protocol._base = dict(data["base"])
+            protocol._customer_data = dict(data["customer_data"])
+            protocol._stack = [dict(v) for v in data["stack"]]
+            blocking = data["blocking"]
+            if blocking is not None and not blocking["hook_sent"]:
+                protocol._tokens = 1
+                protocol._blocking = _Blocking(
+                    dict(blocking["verb"]),
+                    HookKind(blocking["kind"]),
+                    None if blocking["hook"] is None else str(blocking["hook"]),
+                    1,
+                )
+            protocol._bargein_hook = _optional_str(data["bargein_hook"])
+            protocol._bargein_sticky = bool(data["bargein_sticky"])
+            protocol._play_hook = _optional_str(data["play_hook"])
+            protocol._hung_up = bool(data["hung_up"])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a call protocol snapshot: {exc}") from None
+        protocol._phase = _Phase.ACTIVE
+        protocol._disconnected = True
+        protocol._held = []
+        protocol._idle = protocol._blocking is None and not protocol._stack
+        if protocol._blocking is None and protocol._stack:
+            protocol._run()  # what the abandoned hook's verb left to do
+        return protocol
+
     def closed_gracefully(self, now: float) -> None:
         """The app closed the socket with 1000: drop later frames, finish the stack, hang up."""
         self.tick(now)
@@ -837,6 +918,12 @@ def _dtmf_verb(data: dict[str, Any]) -> dict[str, Any]:
         raise VoiceGatewayProtocolError("dtmf without digit")
     duration = inner.get("duration", _DTMF_COMMAND_DURATION_MS)
     return {"verb": Verb.DTMF.value, "dtmf": digit, "duration": duration}
+
+
+def _optional_str(value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError("expected a string or null")
+    return value
 
 
 def _short(value: object) -> str:
