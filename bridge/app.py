@@ -121,6 +121,7 @@ class Gateway:
         self.opener = opener
         self.calls = CallRegistry(on_remove=self._forget_record)
         self._background: set[asyncio.Task[None]] = set()
+        self._adopting: dict[tuple[str, str], asyncio.Lock] = {}
         self.http: aiohttp.ClientSession | None = None  # legacy upstreams; opened at startup
         self.budget = CoreBudget()  # fed once a second by `_budget_watch`
         settings = config.divergence_log
@@ -139,6 +140,19 @@ class Gateway:
             calls=lambda: len(self.calls),
             listen_url=f"http://{config.listen}",
         )
+
+    @contextlib.asynccontextmanager
+    async def adoption_lock(self, route: str, conversation_id: str) -> AsyncIterator[None]:
+        """One adoption at a time per conversation on this instance (two requests of an
+        orphaned call must not both resume its upstream)."""
+        key = (route, conversation_id)
+        lock = self._adopting.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and self._adopting.get(key) is lock:
+                del self._adopting[key]
 
     def _forget_record(self, route: str, conversation_id: str) -> None:
         """An ended call's record leaves the shared store (in the background: never awaited
@@ -186,7 +200,13 @@ class Gateway:
             conversation=conversation,
             expiry=expiry,
             budget=self.budget,
+            on_turn=self._save_turn if self.cluster.shared else None,
         )
+
+    async def _save_turn(self, call: CallSession) -> None:
+        """A turn's outputs are complete: its state goes to the shared store before VAIC gets
+        them, so a takeover from here on loses nothing VAIC was told."""
+        await handoff.save_started(self.cluster, call.route_name, call.route, call)
 
     def prune_streams(self) -> None:
         for key in [key for key in self.streams if self.calls.get(*key) is None]:

@@ -8,9 +8,11 @@ request for a conversation a live peer owns is forwarded to that peer (`advertis
 a forwarded request is never forwarded again.
 
 Record (JSON, `acvg-call/1`): `phase` (`created`: no turn yet; `started`: a path serves it),
-`route`, and `conversation` (`Conversation.snapshot`). A `started` call whose owner is dead
-cannot be continued yet (its upstream state is not in the record): the request is answered
-404 `owner_lost` and counted.
+`route`, `conversation` (`Conversation.snapshot`) and, once a turn has been answered, `session`
+(`CallSession.snapshot`: path, call_sid, number, the path's own state), written before VAIC gets
+the turn's outputs. A call whose owner is dead is taken over from it: the Voice Gateway path
+reconnects with `session:reconnect`, the legacy path goes on with the bot's URLs. A started
+call without a usable record is answered 404 `owner_lost` and counted.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -43,10 +45,12 @@ Phase = Literal["created", "started"]
 
 @dataclass(frozen=True, slots=True)
 class Adopted:
-    """The record of a conversation this instance now owns."""
+    """The record of a conversation this instance now owns; `session` is the started call's
+    `CallSession.snapshot` (None: no turn yet)."""
 
     conversation: Conversation
     previous_owner: str | None
+    session: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +111,10 @@ async def locate(cluster: Cluster, route_name: str, route: Route, conversation_i
     if found is None:
         return None
     data, _ = found
-    if data.get("v") != VERSION or data.get("phase") != "created":
+    session = data.get("session")
+    if data.get("v") != VERSION or (
+        data.get("phase") != "created" and not isinstance(session, dict)
+    ):
         return Lost(claim.previous)
     loop = asyncio.get_running_loop()
     try:
@@ -119,7 +126,28 @@ async def locate(cluster: Cluster, route_name: str, route: Route, conversation_i
         return None
     data["phase"] = "started"
     await cluster.store.save(key, data, cluster.instance_id, record_ttl_s(route))
-    return Adopted(conversation, claim.previous)
+    return Adopted(conversation, claim.previous, session if isinstance(session, dict) else None)
+
+
+class _Snapshotting(Protocol):
+    @property
+    def conversation(self) -> Conversation: ...
+
+    def snapshot(self) -> dict[str, Any] | None: ...
+
+
+async def save_started(
+    cluster: Cluster, route_name: str, route: Route, call: _Snapshotting
+) -> None:
+    """Write a started call's record (conversation + session) at a turn boundary: one
+    pipelined write. A store that is down costs the turn nothing but the counted error."""
+    rec = record(route_name, call.conversation, "started")
+    session = call.snapshot()
+    if session is not None:
+        rec["session"] = session
+    key = CallKey(route_name, call.conversation.conversation_id)
+    with contextlib.suppress(StoreUnavailable):
+        await cluster.store.save(key, rec, cluster.instance_id, record_ttl_s(route))
 
 
 async def forget(cluster: Cluster, route_name: str, conversation_id: str) -> None:

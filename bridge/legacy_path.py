@@ -48,6 +48,7 @@ class LegacyPath:
         self._headers = {"Authorization": f"Bearer {upstream.token}"} if upstream.token else {}
         self._urls: dict[str, str] = {}
         self._async = False
+        self._expires_s: float | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._pusher: asyncio.Task[None] | None = None
         self._open = False
@@ -68,12 +69,34 @@ class LegacyPath:
             raise PathStartError("bad_response", "create answered without activitiesURL")
         self._open = True
         expires = created.get("expiresSeconds")
-        if isinstance(expires, int | float) and expires > 0:
-            self._refresher = asyncio.create_task(self._refresh_loop(float(expires)))
+        self._begin(float(expires) if isinstance(expires, int | float) else None)
+        await self.forward(activities)
+
+    def _begin(self, expires_s: float | None) -> None:
+        """Keep the bot's conversation alive and relay its pushes (async mode)."""
+        if expires_s is not None and expires_s > 0:
+            self._expires_s = expires_s
+            self._refresher = asyncio.create_task(self._refresh_loop(expires_s))
         if "websocketURL" in self._urls:
             self._async = True
             self._pusher = asyncio.create_task(self._relay_pushes(self._urls["websocketURL"]))
-        await self.forward(activities)
+
+    def snapshot(self) -> dict[str, Any] | None:
+        """What another instance needs to go on with this call: the bot's URLs (the token is
+        the route's, never stored). None before the bot created the conversation."""
+        if not self._open:
+            return None
+        return {"urls": dict(self._urls), "expires_s": self._expires_s}
+
+    async def resume(self, data: dict[str, Any]) -> None:
+        """Go on with a call another instance started (`snapshot`); raises PathStartError."""
+        urls = data.get("urls")
+        if not isinstance(urls, dict) or not isinstance(urls.get("activitiesURL"), str):
+            raise PathStartError("bad_snapshot", "legacy snapshot without activitiesURL")
+        self._urls = {str(k): str(v) for k, v in urls.items()}
+        self._open = True
+        expires = data.get("expires_s")
+        self._begin(float(expires) if isinstance(expires, int | float) else None)
 
     async def forward(self, activities: Sequence[dict[str, Any]]) -> None:
         if not self._open or not activities:

@@ -74,3 +74,10 @@ class CallPath(Protocol):
 
     async def close(self) -> None:
         """Release sockets and tasks."""
+
+    def snapshot(self) -> dict[str, Any] | None:
+        """JSON-ready state another instance can `resume` from; None: nothing to go on with."""
+
+    async def resume(self, data: dict[str, Any]) -> None:
+        """Go on with a call another instance started, from its `snapshot`. Raises
+        PathStartError."""

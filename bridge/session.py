@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -67,6 +67,7 @@ class CallSession:
         conversation: Conversation | None = None,
         expiry: Callable[[float], bool] | None = None,
         budget: CoreBudget | None = None,
+        on_turn: Callable[[CallSession], Awaitable[None]] | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         now = self._loop.time()
@@ -83,12 +84,14 @@ class CallSession:
         self._mappings = mappings
         self._divergence = divergence
         self._budget = budget
+        self._on_turn = on_turn  # after each turn's outputs, before they are answered
         self._outbox = Outbox(
             async_mode=route.async_mode,
             settle_s=route.turn_settle_ms / 1000,
             timeout_s=route.turn_timeout_ms / 1000,
         )
         self._primary: CallPath | None = None
+        self._number_info = NumberInfo(None, None, "unparsable")
         self._shadow: ShadowRunner | None = None
         self._timer = DeadlineTimer(self._loop, self._on_deadline)
         self._turn_lock = asyncio.Lock()
@@ -144,6 +147,8 @@ class CallSession:
                 await self.settle()
                 outputs = self._outbox.take_waiting() if response is None else await response
                 self.conversation.record_outputs(turn, outputs)
+                if self._on_turn is not None:
+                    await self._on_turn(self)
                 latency = self._loop.time() - started
                 if self.path is not None:
                     self._metrics.child(
@@ -228,6 +233,53 @@ class CallSession:
             shadow, self._shadow = self._shadow, None
             close_in_background(shadow)
 
+    # ---- another instance goes on with the call (bridge/handoff.py) ----------------------
+
+    def snapshot(self) -> dict[str, Any] | None:
+        """The started call's state apart from its conversation: path, call_sid, the caller's
+        number and the path's own snapshot. None when there is nothing to go on with (not
+        started, ended, or a path that cannot say). Shadows and undelivered pushes stay here."""
+        if self._closed or self._primary is None or self.path is None:
+            return None
+        state = self._primary.snapshot()
+        if state is None:
+            return None
+        number = {"e164": self._number_info.e164, "metadata": self._number_info.metadata}
+        return {"path": self.path, "call_sid": self.call_sid, "number": number, "state": state}
+
+    async def resume(self, data: dict[str, Any]) -> None:
+        """Go on with a call another instance started, from `snapshot`; raises PathStartError
+        (the call is then not served here)."""
+        path = data.get("path")
+        number = data.get("number")
+        if path not in ("legacy", "voicegateway") or not isinstance(number, dict):
+            raise PathStartError("bad_snapshot", "session snapshot without path or number")
+        e164, metadata = number.get("e164"), number.get("metadata")
+        self.call_sid = str(data.get("call_sid") or self.call_sid)
+        self._number_info = NumberInfo(
+            e164 if isinstance(e164, str) else None,
+            metadata if isinstance(metadata, dict) else None,
+            "parsed" if isinstance(e164, str) else "unparsable",
+        )
+        info = CallInfo(
+            self.route_name,
+            self.route,
+            self.conversation.conversation_id,
+            self.call_sid,
+            self._number_info,
+            "primary",
+            self._metrics,
+        )
+        state = data.get("state")
+        primary = self._make_path(path, info, self)
+        try:
+            await primary.resume(state if isinstance(state, dict) else {})
+        except PathStartError:
+            await primary.close()
+            raise
+        self._primary, self.path = primary, path
+        self._metrics.calls_active.labels(self.route_name, path, "primary").inc()
+
     # ---- caller input → the paths ------------------------------------------------------
 
     async def _forward(self, turn: int, activities: Sequence[dict[str, Any]]) -> None:
@@ -252,7 +304,7 @@ class CallSession:
     async def _start(self, activities: Sequence[dict[str, Any]]) -> None:
         params = activities[0].get("parameters")
         params = params if isinstance(params, dict) else {}
-        number = self._number(params)
+        number = self._number_info = self._number(params)
         decision = routing.decide(
             self.route_name,
             self.route,

@@ -128,6 +128,42 @@ class VoiceGatewayPath:
         await asyncio.shield(self._accepted)  # raises PathStartError if the app never took it
         await self.forward(activities[1:])
 
+    def snapshot(self) -> dict[str, Any] | None:
+        """What another instance needs to go on with this call (`CallProtocol.snapshot` and
+        the translation context); None when there is nothing to go on with."""
+        if not self._open:
+            return None
+        protocol = self._protocol.snapshot(self._loop.time())
+        if protocol is None:
+            return None
+        context = {k: self._ctx[k] for k in ("language", "transfer_verb")}
+        return {"protocol": protocol, "context": context}
+
+    async def resume(self, data: dict[str, Any]) -> None:
+        """Go on with a call another instance served: a new socket to the same app and
+        `session:reconnect` for the same call_sid, as after a dropped socket (§1.6). Raises
+        PathStartError when the snapshot is unusable or the app cannot be reached."""
+        try:
+            self._protocol = CallProtocol.restore(
+                data["protocol"],
+                self._loop.time(),
+                serves=lambda verb: self._engine.serves(verb, self._ctx),
+            )
+            self._ctx.update({k: data["context"][k] for k in ("language", "transfer_verb")})
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PathStartError("bad_snapshot", str(exc)) from exc
+        upstream = self._route.voicegateway
+        assert upstream is not None
+        try:
+            self._socket = await self._opener(upstream.url, upstream.connect_timeout_ms / 1000)
+        except UpstreamConnectError as exc:
+            raise PathStartError(exc.kind, exc.detail) from exc
+        self._open = True
+        self._accepted.set_result(None)  # accepted long ago, on the instance that started it
+        self._protocol.reconnected(self._loop.time())
+        self._reader = asyncio.create_task(self._serve(self._socket))
+        await self._after_protocol()
+
     async def forward(self, activities: Sequence[dict[str, Any]]) -> None:
         for activity in activities:
             if not self._open:

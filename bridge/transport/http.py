@@ -22,6 +22,7 @@ from bridge.config import Route
 from bridge.console import add_console_routes
 from bridge.errors import AudioCodesProtocolError
 from bridge.limits import RateLimiter
+from bridge.path import PathStartError
 from bridge.session import CallSession
 from bridge.store import StoreUnavailable
 from bridge.transport.admin import add_admin_routes
@@ -110,15 +111,15 @@ async def _claim(
     """A conversation this instance does not hold: adopt it from the shared store (None: the
     handler goes on with it registered), or answer by forwarding it to its live owner."""
     cluster = gateway.cluster
-    try:
-        found = await handoff.locate(cluster, name, route, conversation_id)
-    except StoreUnavailable:
-        return None  # unknown here, and the store cannot say more: the handler's 404
-    if isinstance(found, handoff.Adopted):
-        session = gateway.new_call(name, route, conversation_id, conversation=found.conversation)
-        if gateway.calls.add(session) and found.previous_owner is not None:
-            gateway.metrics.child(gateway.metrics.takeovers, name, "none", "owner_lost").inc()
-        return None
+    async with gateway.adoption_lock(name, conversation_id):
+        if gateway.calls.get(name, conversation_id) is not None:
+            return None  # a concurrent request of the same call adopted it
+        try:
+            found = await handoff.locate(cluster, name, route, conversation_id)
+        except StoreUnavailable:
+            return None  # unknown here, and the store cannot say more: the handler's 404
+        if isinstance(found, handoff.Adopted):
+            return await _adopt(gateway, name, route, conversation_id, found)
     if isinstance(found, handoff.OwnedElsewhere):
         if handoff.FORWARDED_HEADER in request.headers:
             return None  # forwarded once already: never bounce it on
@@ -140,6 +141,36 @@ async def _claim(
             status=404,
             reason="owner_lost",
         )
+    return None
+
+
+async def _adopt(
+    gateway: Gateway, name: str, route: Route, conversation_id: str, found: handoff.Adopted
+) -> web.StreamResponse | None:
+    """Serve a conversation from its record: a fresh one as is, a started one by resuming its
+    path (Voice Gateway: `session:reconnect`)."""
+    session = gateway.new_call(name, route, conversation_id, conversation=found.conversation)
+    path = "none"
+    if found.session is not None:
+        try:
+            await session.resume(found.session)
+        except PathStartError as exc:
+            failed = str(found.session.get("path", "voicegateway"))
+            gateway.metrics.upstream_errors.labels(name, failed, exc.kind).inc()
+            log.warning("taking over a call failed (%s)", exc.kind)
+            await session.close()
+            raise AudioCodesProtocolError(
+                "this call's upstream could not be resumed; retry",
+                status=503,
+                reason="takeover_failed",
+            ) from None
+        path = session.path or "none"
+    if not gateway.calls.add(session):  # another request adopted it meanwhile
+        await session.close()
+        return None
+    if found.previous_owner is not None:
+        gateway.metrics.child(gateway.metrics.takeovers, name, path, "owner_lost").inc()
+        log.info("took over a call from a lost instance (%s path)", path)
     return None
 
 

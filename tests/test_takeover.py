@@ -1,0 +1,141 @@
+"""A call survives the loss of its instance: real `acvg-bridge serve` processes on one real
+redis-server, the owner killed with SIGKILL between turns, the next turn taken over by another
+instance — Voice Gateway with `session:reconnect` for the same call_sid, legacy with the bot's
+URLs — answered as the owner would have, upstream inputs never duplicated."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bridge.sim.legacy_endpoint import LegacyEndpointSim
+from bridge.sim.scenario import step_activity
+from bridge.sim.vaic import stamp
+from bridge.sim.vg_endpoint import VGEndpointSim
+from tests.fleet import Fleet, Instance, make_fleet
+from tests.redisserver import RedisServer
+from tests.test_legacy_path import LEGACY_TOKEN, SCENARIOS
+
+SCENARIO = SCENARIOS["spoken_answer"]  # step 1 can be repeated: the flow loops
+AUTH = {"Authorization": "Bearer tok"}
+LEASE_S = 1.5
+
+
+@pytest.fixture
+async def vg_sim() -> AsyncIterator[VGEndpointSim]:
+    async with VGEndpointSim() as sim:
+        yield sim
+
+
+@pytest.fixture
+async def legacy_sim() -> AsyncIterator[LegacyEndpointSim]:
+    async with LegacyEndpointSim(token=LEGACY_TOKEN) as sim:
+        yield sim
+
+
+@pytest.fixture
+def fleet(
+    tmp_path: Path, redis_server: RedisServer, vg_sim: VGEndpointSim, legacy_sim: LegacyEndpointSim
+) -> Iterator[Fleet]:
+    routes = {
+        "v": {"token": "tok", "turn_settle_ms": 150, "voicegateway": {"url": vg_sim.url()}},
+        "l": {
+            "token": "tok",
+            "turn_settle_ms": 150,
+            "legacy": {"url": legacy_sim.url(), "token": LEGACY_TOKEN},
+        },
+    }
+    running = make_fleet(tmp_path / "fleet", redis_server.url, routes, lease_s=LEASE_S)
+    yield running
+    running.stop()
+
+
+async def _post(
+    http: aiohttp.ClientSession, instance: Instance, path: str, body: Any
+) -> tuple[int, Any]:
+    async with http.post(f"{instance.url}{path}", json=body, headers=AUTH) as reply:
+        return reply.status, await reply.json()
+
+
+async def _turn(
+    http: aiohttp.ClientSession, instance: Instance, route: str, conversation: str, step: int
+) -> list[dict[str, Any]]:
+    activity = stamp(step_activity(SCENARIO.steps[step], SCENARIO, conversation), datetime.now(UTC))
+    status, body = await _post(
+        http,
+        instance,
+        f"/ac/{route}/conversation/{conversation}/activities",
+        {"activities": [activity]},
+    )
+    assert status == 200, (instance.name, body)
+    return [
+        {k: v for k, v in a.items() if k not in ("id", "timestamp")} for a in body["activities"]
+    ]
+
+
+async def _metric(
+    http: aiohttp.ClientSession, instance: Instance, name: str, **labels: str
+) -> float:
+    async with http.get(f"{instance.url}/metrics") as reply:
+        text = await reply.text()
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(rf"^{name}\{{(.*)\}} (\S+)$", line)
+        if match and all(f'{k}="{v}"' in match.group(1) for k, v in labels.items()):
+            total += float(match.group(2))
+    return total
+
+
+@pytest.mark.parametrize("route", ["v", "l"])
+async def test_a_killed_owners_call_goes_on_elsewhere(
+    route: str, fleet: Fleet, vg_sim: VGEndpointSim, legacy_sim: LegacyEndpointSim
+) -> None:
+    a, b, c = fleet.instances
+    conversation = str(uuid.uuid4())
+    async with aiohttp.ClientSession() as http:
+        status, _ = await _post(http, a, f"/ac/{route}", {"conversation": conversation})
+        assert status == 200
+        greeting = await _turn(http, b, route, conversation, 0)  # b adopts and starts it
+        assert greeting
+        first = await _turn(http, b, route, conversation, 1)
+        assert first
+
+        b.kill()
+        await asyncio.sleep(LEASE_S + 0.5)  # b's lease runs out
+
+        again = await _turn(http, c, route, conversation, 1)  # c takes the call over
+        assert again == first  # the looping step answers the same, from the same flow state
+        path = "voicegateway" if route == "v" else "legacy"
+        taken = await _metric(
+            http, c, "acvg_takeovers_total", route=route, path=path, reason="owner_lost"
+        )
+        assert taken == 1
+        # the next turn through a third instance is forwarded to the new owner
+        assert await _turn(http, a, route, conversation, 1) == first
+        status, body = await _post(
+            http, a, f"/ac/{route}/conversation/{conversation}/disconnect", {}
+        )
+        assert (status, body) == (200, {})
+
+    if route == "v":
+        [call] = vg_sim.calls.values()
+        types = [m.get("type") for m in call.received]
+        assert types.count("session:new") == 1
+        assert types.count("session:reconnect") == 1
+        reconnect = next(m for m in call.received if m.get("type") == "session:reconnect")
+        assert reconnect["call_sid"] == call.call_sid
+        hooks = [m for m in call.received if m.get("type") == "verb:hook"]
+        assert len(hooks) == 3  # one per caller input: none lost, none sent twice
+        assert types[-1] == "call:status"
+    else:
+        kinds = [r.kind for r in legacy_sim.requests if r.conversation == conversation]
+        assert [str(k) for k in kinds].count("create") == 1
+        assert [str(k) for k in kinds].count("activities") == 4
