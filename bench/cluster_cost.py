@@ -37,7 +37,8 @@ SCENARIO = next(s for s in load_scenarios() if s.name == "spoken_answer")  # ste
 
 def _config(vg_url: str, redis_url: str | None, port: int) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        "routes": {"r": {"token": TOKEN, "max_calls": 100_000, "voicegateway": {"url": vg_url}}}
+        "drain_timeout_s": 0,  # the phase is over: end its calls at once
+        "routes": {"r": {"token": TOKEN, "max_calls": 100_000, "voicegateway": {"url": vg_url}}},
     }
     if redis_url is not None:
         doc["cluster"] = {

@@ -117,7 +117,10 @@ async def _claim(
         try:
             found = await handoff.locate(cluster, name, route, conversation_id)
         except StoreUnavailable:
-            return None  # unknown here, and the store cannot say more: the handler's 404
+            # unknown here, and the store cannot say whether the call lives elsewhere
+            raise AudioCodesProtocolError(
+                "the state store is unreachable; retry", status=503, reason="store_unavailable"
+            ) from None
         if isinstance(found, handoff.Adopted):
             return await _adopt(gateway, name, route, conversation_id, found)
     if isinstance(found, handoff.OwnedElsewhere):
@@ -179,6 +182,8 @@ async def _json_body(request: web.Request) -> Any:
         raw = await request.read()
     except web.RequestPayloadError as exc:  # e.g. a Content-Encoding the body does not match
         raise AudioCodesProtocolError(f"body could not be read: {exc.__cause__ or exc}") from None
+    except ConnectionResetError:  # the client went away mid-body: nobody to answer
+        raise AudioCodesProtocolError("the client closed the connection mid-request") from None
     if not raw:
         return {}
     try:

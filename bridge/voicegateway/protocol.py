@@ -450,18 +450,20 @@ class CallProtocol:
         if self._phase is not _Phase.ACTIVE or self._graceful:
             return None
         blocking = self._blocking
+        # Shares values with the live state (no copies: this runs every turn); the caller
+        # serializes it before the protocol sees another event.
         return {
             "call_sid": self.call_sid,
             "input_hook": self.input_hook,
             "elapsed_s": max(0.0, now - self._started_at),
-            "session_new": copy.deepcopy(self._session_new_data),
-            "base": copy.deepcopy(self._base),
-            "customer_data": copy.deepcopy(self._customer_data),
-            "stack": copy.deepcopy(self._stack),
+            "session_new": self._session_new_data,
+            "base": self._base,
+            "customer_data": self._customer_data,
+            "stack": self._stack,
             "blocking": None
             if blocking is None
             else {
-                "verb": copy.deepcopy(blocking.verb),
+                "verb": blocking.verb,
                 "kind": blocking.kind.value,
                 "hook": blocking.hook,
                 "hook_sent": blocking.hook_msgid is not None,
