@@ -68,14 +68,16 @@ class CallRegistry:
         self._per_route.add(session.route_name)
         return True
 
-    def remove(self, session: CallSession) -> None:
+    def remove(self, session: CallSession, *, ended: bool = True) -> None:
+        """Drop a call; `ended=False`: it goes on elsewhere (handoff), its record stays."""
         key = (session.route_name, session.conversation.conversation_id)
         if self._calls.get(key) is session:
             del self._calls[key]
             self._per_route.remove(session.route_name)
             if not self._calls:
                 self._empty.set()
-            self._on_remove(*key)
+            if ended:
+                self._on_remove(*key)
 
     def count(self, route: str) -> int:
         """Live calls on `route` (what `max_calls` limits)."""
@@ -212,6 +214,32 @@ class Gateway:
         for key in [key for key in self.streams if self.calls.get(*key) is None]:
             del self.streams[key]
 
+    async def _hand_off_calls(self) -> None:
+        """Drain as handoff: every HTTP-mode call whose state the store takes leaves this
+        instance at once, without ending upstream; its next request lands elsewhere and
+        continues. WebSocket-mode calls (VAIC's socket is to this instance) drain as before."""
+        streaming = {id(call) for _, call in self.streams.values()}
+        calls = [call for call in self.calls.all() if id(call) not in streaming]
+
+        async def one(call: CallSession) -> bool:
+            async def publish(state: dict[str, object]) -> bool:
+                return await handoff.release(
+                    self.cluster, call.route_name, call.route, call.conversation, dict(state)
+                )
+
+            if not await call.hand_off(publish):
+                return False
+            self.calls.remove(call, ended=False)
+            return True
+
+        results = await asyncio.gather(*(one(call) for call in calls), return_exceptions=True)
+        handed = sum(1 for r in results if r is True)
+        for result in results:
+            if isinstance(result, BaseException):
+                log.error("handing a call off failed", exc_info=result)
+        if calls:
+            log.info("drain: handed %d of %d call(s) to the fleet", handed, len(calls))
+
     def forget(self, call: CallSession) -> None:
         """Drop an ended call from the registry and from the WebSocket-mode streams."""
         self.calls.remove(call)
@@ -234,6 +262,8 @@ class Gateway:
         if not self.draining:
             self.draining = True
             log.info("draining: new conversations refused, %d call(s) in flight", len(self.calls))
+            if self.cluster.shared and self.cluster.store_up:
+                await self._hand_off_calls()
         await self.calls.until_empty(timeout_s)
         remaining = self.calls.all()
         if remaining:

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -148,6 +149,36 @@ async def save_started(
     key = CallKey(route_name, call.conversation.conversation_id)
     with contextlib.suppress(StoreUnavailable):
         await cluster.store.save(key, rec, cluster.instance_id, record_ttl_s(route))
+
+
+async def release(
+    cluster: Cluster,
+    route_name: str,
+    route: Route,
+    conversation: Conversation,
+    session: dict[str, Any],
+) -> bool:
+    """Hand a started call to whichever instance gets its next request: its record, owned
+    by nobody (drain). False when the store did not take it (the call stays here)."""
+    rec = record(route_name, conversation, "started")
+    rec["session"] = session
+    key = CallKey(route_name, conversation.conversation_id)
+    try:
+        await cluster.store.save(key, rec, "", record_ttl_s(route))
+    except StoreUnavailable:
+        return False
+    return True
+
+
+async def live_peer(cluster: Cluster, conversation_id: str) -> InstanceInfo | None:
+    """Another live instance to serve a conversation (spread by its id), or None."""
+    try:
+        peers = [i for i in await cluster.store.instances() if i.id != cluster.instance_id]
+    except StoreUnavailable:
+        return None
+    if not peers:
+        return None
+    return peers[zlib.crc32(conversation_id.encode()) % len(peers)]
 
 
 async def forget(cluster: Cluster, route_name: str, conversation_id: str) -> None:

@@ -135,6 +135,9 @@ class LegacyPath:
             except LegacyError as exc:
                 self._count_error(exc.kind)
 
+    async def detach(self) -> None:
+        await self.close()  # no disconnect: the bot's conversation goes on elsewhere
+
     async def close(self) -> None:
         self._open = False
         for task in (self._refresher, self._pusher):

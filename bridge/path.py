@@ -78,6 +78,9 @@ class CallPath(Protocol):
     def snapshot(self) -> dict[str, Any] | None:
         """JSON-ready state another instance can `resume` from; None: nothing to go on with."""
 
+    async def detach(self) -> None:
+        """Let go of the upstream without ending the call there (another instance resumes it)."""
+
     async def resume(self, data: dict[str, Any]) -> None:
         """Go on with a call another instance started, from its `snapshot`. Raises
         PathStartError."""

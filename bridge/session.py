@@ -247,6 +247,28 @@ class CallSession:
         number = {"e164": self._number_info.e164, "metadata": self._number_info.metadata}
         return {"path": self.path, "call_sid": self.call_sid, "number": number, "state": state}
 
+    async def hand_off(self, publish: Callable[[dict[str, Any]], Awaitable[bool]]) -> bool:
+        """This instance stops (drain with a shared store): once no turn is in flight, give
+        `snapshot()` to `publish` (the shared store) and, if it took it, detach the path
+        without ending the upstream. Returns whether the call was handed off."""
+        async with self._turn_lock:
+            state = self.snapshot()
+            if state is None or self._primary is None or not await publish(state):
+                return False
+            self._closed = True
+            self._outbox.call_ended()
+            self._timer.cancel()
+            if self.path is not None:
+                self._metrics.calls_active.labels(self.route_name, self.path, "primary").dec()
+            await self._primary.detach()
+            if self._push is not None:
+                push, self._push = self._push, None
+                await push.close()
+        if self._shadow is not None:
+            shadow, self._shadow = self._shadow, None
+            close_in_background(shadow)
+        return True
+
     async def resume(self, data: dict[str, Any]) -> None:
         """Go on with a call another instance started, from `snapshot`; raises PathStartError
         (the call is then not served here)."""

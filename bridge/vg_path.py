@@ -206,12 +206,17 @@ class VoiceGatewayPath:
             self._protocol.end("jambonz", self._loop.time())
             await self._after_protocol()
 
-    async def close(self) -> None:
+    async def detach(self) -> None:
+        # 1001 (going away), as a Voice Gateway shutting down: the app keeps the call for the
+        # session:reconnect of the instance that resumes it
+        await self.close(1001)
+
+    async def close(self, code: int = 1000) -> None:
         self._open = False
         self._timer.cancel()
         if self._socket is not None:
             socket, self._socket = self._socket, None
-            await socket.close(1000)
+            await socket.close(code)
         if self._reader is not None and self._reader is not asyncio.current_task():
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)

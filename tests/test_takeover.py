@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -41,11 +43,8 @@ async def legacy_sim() -> AsyncIterator[LegacyEndpointSim]:
         yield sim
 
 
-@pytest.fixture
-def fleet(
-    tmp_path: Path, redis_server: RedisServer, vg_sim: VGEndpointSim, legacy_sim: LegacyEndpointSim
-) -> Iterator[Fleet]:
-    routes = {
+def _routes(vg_sim: VGEndpointSim, legacy_sim: LegacyEndpointSim) -> dict[str, Any]:
+    return {
         "v": {"token": "tok", "turn_settle_ms": 150, "voicegateway": {"url": vg_sim.url()}},
         "l": {
             "token": "tok",
@@ -53,7 +52,17 @@ def fleet(
             "legacy": {"url": legacy_sim.url(), "token": LEGACY_TOKEN},
         },
     }
-    running = make_fleet(tmp_path / "fleet", redis_server.url, routes, lease_s=LEASE_S)
+
+
+@pytest.fixture
+def fleet(
+    tmp_path: Path, redis_server: RedisServer, vg_sim: VGEndpointSim, legacy_sim: LegacyEndpointSim
+) -> Iterator[Fleet]:
+    routes = _routes(vg_sim, legacy_sim)
+    # a long drain timeout: a SIGTERMed instance that waited for its calls would show
+    running = make_fleet(
+        tmp_path / "fleet", redis_server.url, routes, lease_s=LEASE_S, drain_timeout_s=60
+    )
     yield running
     running.stop()
 
@@ -139,3 +148,48 @@ async def test_a_killed_owners_call_goes_on_elsewhere(
         kinds = [r.kind for r in legacy_sim.requests if r.conversation == conversation]
         assert [str(k) for k in kinds].count("create") == 1
         assert [str(k) for k in kinds].count("activities") == 4
+
+
+@pytest.mark.parametrize("route", ["v", "l"])
+async def test_sigterm_hands_the_calls_off_and_exits_at_once(
+    route: str, fleet: Fleet, vg_sim: VGEndpointSim, legacy_sim: LegacyEndpointSim
+) -> None:
+    a, b, c = fleet.instances
+    conversation = str(uuid.uuid4())
+    async with aiohttp.ClientSession() as http:
+        status, _ = await _post(http, a, f"/ac/{route}", {"conversation": conversation})
+        assert status == 200
+        assert await _turn(http, b, route, conversation, 0)
+        first = await _turn(http, b, route, conversation, 1)
+
+        assert b.process is not None
+        started = time.monotonic()
+        b.process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(b.process.wait, 30)
+        assert time.monotonic() - started < 10  # not the 60 s drain timeout
+        assert "handed 1 of 1 call(s) to the fleet" in b.log()
+
+        again = await _turn(http, c, route, conversation, 1)  # no lease to wait out
+        assert again == first
+        path = "voicegateway" if route == "v" else "legacy"
+        taken = await _metric(
+            http, c, "acvg_takeovers_total", route=route, path=path, reason="handoff"
+        )
+        assert taken == 1
+        status, body = await _post(
+            http, c, f"/ac/{route}/conversation/{conversation}/disconnect", {}
+        )
+        assert (status, body) == (200, {})
+
+    if route == "v":
+        [call] = vg_sim.calls.values()
+        types = [m.get("type") for m in call.received]
+        assert types.count("session:new") == 1
+        assert types.count("session:reconnect") == 1
+        assert types.count("verb:hook") == 2  # the turn before and the turn after the handoff
+        statuses = [m["data"]["call_status"] for m in call.received if m["type"] == "call:status"]
+        assert statuses == ["in-progress", "completed"]  # ended once, by the new owner
+    else:
+        kinds = [str(r.kind) for r in legacy_sim.requests if r.conversation == conversation]
+        assert kinds.count("create") == 1
+        assert kinds.count("disconnect") == 1  # the handoff did not end the bot's conversation

@@ -111,6 +111,15 @@ async def _claim(
     """A conversation this instance does not hold: adopt it from the shared store (None: the
     handler goes on with it registered), or answer by forwarding it to its live owner."""
     cluster = gateway.cluster
+    forwarded = handoff.FORWARDED_HEADER in request.headers
+    upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+    if gateway.draining and not forwarded and not upgrade and gateway.http is not None:
+        # a draining instance takes no call on: a live peer adopts it (it handed its own off)
+        peer = await handoff.live_peer(cluster, conversation_id)
+        if peer is not None:
+            return await handoff.forward(
+                request, gateway.http, peer, cluster, gateway.metrics, name
+            )
     async with gateway.adoption_lock(name, conversation_id):
         if gateway.calls.get(name, conversation_id) is not None:
             return None  # a concurrent request of the same call adopted it
@@ -124,9 +133,9 @@ async def _claim(
         if isinstance(found, handoff.Adopted):
             return await _adopt(gateway, name, route, conversation_id, found)
     if isinstance(found, handoff.OwnedElsewhere):
-        if handoff.FORWARDED_HEADER in request.headers:
+        if forwarded:
             return None  # forwarded once already: never bounce it on
-        if request.headers.get("Upgrade", "").lower() == "websocket":
+        if upgrade:
             raise AudioCodesProtocolError(
                 "this conversation is served by another instance; connect through the load "
                 "balancer",
@@ -171,9 +180,11 @@ async def _adopt(
     if not gateway.calls.add(session):  # another request adopted it meanwhile
         await session.close()
         return None
-    if found.previous_owner is not None:
-        gateway.metrics.child(gateway.metrics.takeovers, name, path, "owner_lost").inc()
-        log.info("took over a call from a lost instance (%s path)", path)
+    if found.previous_owner is not None or found.session is not None:
+        # a started call owned by nobody was released by a draining instance
+        reason = "owner_lost" if found.previous_owner is not None else "handoff"
+        gateway.metrics.child(gateway.metrics.takeovers, name, path, reason).inc()
+        log.info("took over a call (%s, %s path)", reason, path)
     return None
 
 
