@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bridge.config import ClusterSettings
+from bridge.control import ControlPlane
 from bridge.metrics import Metrics
 from bridge.store import CallStore, InstanceInfo, MemoryStore, RedisStore, StoreUnavailable
 
@@ -53,6 +54,11 @@ class Cluster:
             else:
                 store = RedisStore(settings.redis_url, on_error=self._store_error)
         self.store = store
+        self.control = (
+            ControlPlane(store.client, self.instance_id, self._store_error)
+            if isinstance(store, RedisStore)
+            else None
+        )
         metrics.cluster_instances.set(1)  # itself, until the store says more
 
     @property

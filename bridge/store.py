@@ -247,6 +247,11 @@ class RedisStore:
         self._release = self._redis.register_script(_RELEASE)
         self._save = self._redis.register_script(_SAVE)
 
+    @property
+    def client(self) -> Redis:
+        """The connection pool, for the control plane's pub/sub (bridge/control.py)."""
+        return self._redis
+
     def _failed(self, op: str, exc: Exception) -> StoreUnavailable:
         self._on_error(op)
         return StoreUnavailable(f"redis {op}: {type(exc).__name__}: {exc}")

@@ -32,6 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from bridge.app import Gateway, GatewayKey
+from bridge.console.fleet import announce_steering, fleet_sync
 from bridge.console.history import History, read_metrics
 from bridge.console.steering import AuditLog, SteeringError, audit_path, parse_change, steer
 from bridge.console.view import divergence_items, route_views, thresholds
@@ -241,6 +242,7 @@ async def migration(request: web.Request, gateway: Gateway) -> web.Response:
         )
     except SteeringError as exc:
         return _error(gateway, exc.status, exc.code, exc.message)
+    await announce_steering(gateway, request.app[ConsoleKey].audit_for(gateway), len(change))
     return _json({"status": "changed", **result})
 
 
@@ -278,6 +280,7 @@ def add_console_routes(app: web.Application) -> None:
         ]
     )
     app.cleanup_ctx.append(_sampler)
+    app.cleanup_ctx.append(fleet_sync(app[ConsoleKey].audit_for))
     app.on_shutdown.append(_stop_streams)
 
 

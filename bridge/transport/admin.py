@@ -77,6 +77,8 @@ async def reload(request: web.Request, gateway: Gateway) -> web.Response:
         log.warning("config reload rejected: %s", redact(str(exc)))
         return _reject(gateway, 400, "invalid_config", str(exc))
     log.info("config reloaded: %d route(s)", len(state.config.routes))
+    if gateway.cluster.control is not None:  # every instance reloads its own file too
+        await gateway.cluster.control.publish_reload()
     return web.json_response({"status": "reloaded", **describe_routes(state.config)})
 
 
