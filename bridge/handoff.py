@@ -181,6 +181,26 @@ async def live_peer(cluster: Cluster, conversation_id: str) -> InstanceInfo | No
     return peers[zlib.crc32(conversation_id.encode()) % len(peers)]
 
 
+async def request_handoff(
+    http: aiohttp.ClientSession,
+    owner: InstanceInfo,
+    route_name: str,
+    conversation_id: str,
+    authorization: str | None,
+) -> bool:
+    """Ask the live instance holding a call to hand it off (VAIC resumed its WebSocket-mode
+    session elsewhere); True once it has. `authorization` is VAIC's bearer for the route."""
+    url = f"{owner.advertise_url}/cluster/{route_name}/conversation/{conversation_id}/handoff"
+    headers = {"Authorization": authorization} if authorization else {}
+    try:
+        async with http.post(
+            url, headers=headers, timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)
+        ) as reply:
+            return reply.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
 async def forget(cluster: Cluster, route_name: str, conversation_id: str) -> None:
     """Drop an ended call's record (best effort: it expires on its own)."""
     with contextlib.suppress(StoreUnavailable):

@@ -55,8 +55,11 @@ async def _fleet(
     bridges = []
     for name in names:
         bridge = await bridge_factory(_config(redis, vg, name, 0))
-        bridge.app[GatewayKey].cluster.advertise_url = bridge.url
-        await bridge.app[GatewayKey].cluster.beat()
+        cluster = bridge.app[GatewayKey].cluster
+        cluster.advertise_url = bridge.url
+        # the heartbeat task's first beat may still be writing the old URL: let it land first
+        await asyncio.sleep(0.1)
+        await cluster.beat()
         bridges.append(bridge)
     return bridges
 

@@ -6,6 +6,7 @@ URLs — answered as the owner would have, upstream inputs never duplicated."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import time
@@ -193,3 +194,84 @@ async def test_sigterm_hands_the_calls_off_and_exits_at_once(
         kinds = [str(r.kind) for r in legacy_sim.requests if r.conversation == conversation]
         assert kinds.count("create") == 1
         assert kinds.count("disconnect") == 1  # the handoff did not end the bot's conversation
+
+
+class _WsCaller:
+    """VAIC in WebSocket mode against one instance, then another (session.resume)."""
+
+    def __init__(self, http: aiohttp.ClientSession) -> None:
+        self.http = http
+        self.conversation = str(uuid.uuid4())
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+
+    async def connect(self, instance: Instance) -> None:
+        url = instance.url.replace("http", "ws", 1) + "/ac/v"
+        self.ws = await self.http.ws_connect(url, headers=AUTH)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self.ws is not None
+        await self.ws.send_json({"conversationId": self.conversation, **message})
+
+    async def receive(self, timeout: float = 10.0) -> dict[str, Any]:
+        assert self.ws is not None
+        msg = await asyncio.wait_for(self.ws.receive(), timeout)
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+        message: dict[str, Any] = json.loads(msg.data)
+        return message
+
+    async def turn(self, step: int) -> list[dict[str, Any]]:
+        activity = step_activity(SCENARIO.steps[step], SCENARIO, self.conversation)
+        await self.send({"type": "activities", "activities": [stamp(activity, datetime.now(UTC))]})
+        reply = await self.receive()
+        assert reply["type"] == "activities", reply
+        return [
+            {k: v for k, v in a.items() if k not in ("id", "timestamp")}
+            for a in reply["activities"]
+        ]
+
+
+@pytest.mark.parametrize("owner_fate", ["alive", "killed"])
+async def test_websocket_mode_resume_on_another_instance(
+    owner_fate: str, fleet: Fleet, vg_sim: VGEndpointSim
+) -> None:
+    a, b, _ = fleet.instances
+    async with aiohttp.ClientSession() as http:
+        caller = _WsCaller(http)
+        await caller.connect(b)
+        await caller.send(
+            {
+                "type": "session.initiate",
+                "expectAudioMessages": False,
+                "supportedMediaFormats": ["raw/lpcm16"],
+                "caller": SCENARIO.caller,
+            }
+        )
+        assert (await caller.receive())["type"] == "session.accepted"
+        assert await caller.turn(0)
+        first = await caller.turn(1)
+        assert caller.ws is not None
+        await caller.ws.close()  # VAIC's socket to b is gone
+        if owner_fate == "killed":
+            b.kill()
+            await asyncio.sleep(LEASE_S + 0.5)
+
+        await caller.connect(a)  # VAIC reconnects, and the load balancer picks a
+        await caller.send({"type": "session.resume"})
+        assert (await caller.receive())["type"] == "session.accepted"
+        assert await caller.turn(1) == first
+        reason = "handoff" if owner_fate == "alive" else "owner_lost"
+        assert (
+            await _metric(
+                http, a, "acvg_takeovers_total", route="v", path="voicegateway", reason=reason
+            )
+            == 1
+        )
+        await caller.send({"type": "session.end", "reasonCode": "client-disconnected"})
+        assert caller.ws is not None
+        while not caller.ws.closed:  # the bot closes the socket once the session ended
+            await asyncio.wait_for(caller.ws.receive(), 10)
+
+    [call] = vg_sim.calls.values()
+    types = [m.get("type") for m in call.received]
+    assert (types.count("session:new"), types.count("session:reconnect")) == (1, 1)
+    assert types.count("verb:hook") == 2

@@ -261,6 +261,18 @@ class StreamingSession:
         self._events: list[StreamingEvent] = []
         self._outbox: list[dict[str, object]] = []
 
+    @classmethod
+    def restore(
+        cls, conversation: Conversation, now: float, media_format: str | None = None
+    ) -> StreamingSession:
+        """A live session another instance served, waiting for VAIC's `session.resume` here
+        (`reattach`): the state a socket drop leaves, on this process."""
+        session = cls(conversation.expires_seconds, now, conversation.max_activities)
+        session.conversation = conversation
+        session.media_format = media_format
+        session.state = StreamState.DETACHED
+        return session
+
     # -- properties -------------------------------------------------------------------------
 
     @property

@@ -308,6 +308,30 @@ async def disconnect(
     return web.json_response(result)
 
 
+async def handoff_request(
+    request: web.Request, gateway: Gateway, name: str, route: Route
+) -> web.Response:
+    """Another instance got VAIC's `session.resume` for a call held here: hand it off."""
+    conversation_id = request.match_info["cid"]
+    call = gateway.calls.get(name, conversation_id)
+    if call is None or not gateway.cluster.shared:
+        raise AudioCodesProtocolError("no such call here", status=404, reason="not_found")
+
+    async def publish(state: dict[str, object]) -> bool:
+        return await handoff.release(
+            gateway.cluster, name, call.route, call.conversation, dict(state)
+        )
+
+    if not await call.hand_off(publish):
+        raise AudioCodesProtocolError(
+            "the call cannot be handed off", status=409, reason="conflict"
+        )
+    gateway.calls.remove(call, ended=False)
+    gateway.streams.pop((name, conversation_id), None)
+    log.info("handed a call off on request of another instance")
+    return web.json_response({"handed_off": True})
+
+
 class PushSocket:
     """The HTTP-mode push channel: `{"conversation": ID, "activities": [...]}` text frames."""
 
@@ -393,6 +417,10 @@ def add_routes(app: web.Application) -> None:
             web.post(f"{conv}/refresh", _route_handler(refresh)),
             web.post(f"{conv}/disconnect", _route_handler(disconnect)),
             web.get(f"{conv}/websocket", _route_handler(push_socket)),
+            # {cid}, not {conversation}: the call must be here, never claimed from the store
+            web.post(
+                "/cluster/{route}/conversation/{cid}/handoff", _route_handler(handoff_request)
+            ),
             web.get("/metrics", metrics),
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),

@@ -13,7 +13,7 @@ import logging
 
 from aiohttp import WSMsgType, web
 
-from bridge import jsontext
+from bridge import handoff, jsontext
 from bridge.app import Gateway
 from bridge.audiocodes.events import (
     ActivitiesReceived,
@@ -25,7 +25,9 @@ from bridge.audiocodes.streaming import StreamingSession, parse_resume
 from bridge.audiocodes.wire import VaicStreamMessage
 from bridge.config import Route
 from bridge.limits import TokenBucket
+from bridge.path import PathStartError
 from bridge.session import CallSession
+from bridge.store import StoreUnavailable
 
 log = logging.getLogger("bridge.vaic_ws")
 OVER_CAPACITY = "over capacity: the bot cannot take more calls now"
@@ -66,8 +68,11 @@ class VaicSocket:
 class StreamingCall:
     """One VAIC socket: frames in, turns to the call, `activities` out."""
 
-    def __init__(self, gateway: Gateway, route_name: str, route: Route) -> None:
+    def __init__(
+        self, gateway: Gateway, route_name: str, route: Route, authorization: str | None = None
+    ) -> None:
         self._gateway = gateway
+        self._authorization = authorization  # VAIC's bearer: asking a peer for a handoff
         self._route_name = route_name
         self._route = route
         self._loop = asyncio.get_running_loop()
@@ -89,7 +94,7 @@ class StreamingCall:
                     self._drop_rate_limited()
                     continue
                 if channel is None:  # first frame: a new conversation, or a resume
-                    stream = self._open(msg.data)
+                    stream = await self._open(msg.data)
                     channel = VaicSocket(ws, stream)
                     if self._call is not None:  # resumed: reattached, the frame is answered
                         await channel.flush()
@@ -120,10 +125,12 @@ class StreamingCall:
                 self._route.max_requests_per_second,
             )
 
-    def _open(self, frame: str | bytes) -> StreamingSession:
+    async def _open(self, frame: str | bytes) -> StreamingSession:
         conversation_id = parse_resume(frame)
         if conversation_id is not None:
             held = self._gateway.streams.get((self._route_name, conversation_id))
+            if held is None and self._gateway.cluster.shared:
+                held = await self._take_over(conversation_id)
             if held is not None:
                 stream, call = held
                 stream.reattach(self._loop.time())
@@ -133,6 +140,51 @@ class StreamingCall:
             self._route.expires_seconds, self._loop.time(), self._route.max_activities
         )
         return self._stream
+
+    async def _take_over(self, conversation_id: str) -> tuple[StreamingSession, CallSession] | None:
+        """VAIC resumed a session this instance does not hold: continue it from the shared
+        store (its owner died, or, asked here, handed it off). None: the resume is refused."""
+        gateway, name = self._gateway, self._route_name
+        key = (name, conversation_id)
+        async with gateway.adoption_lock(name, conversation_id):
+            if key in gateway.streams:
+                return gateway.streams[key]
+            try:
+                found = await handoff.locate(gateway.cluster, name, self._route, conversation_id)
+                if isinstance(found, handoff.OwnedElsewhere) and gateway.http is not None:
+                    asked = await handoff.request_handoff(
+                        gateway.http, found.owner, name, conversation_id, self._authorization
+                    )
+                    if asked:
+                        found = await handoff.locate(
+                            gateway.cluster, name, self._route, conversation_id
+                        )
+            except StoreUnavailable:
+                return None
+            if not isinstance(found, handoff.Adopted) or found.session is None:
+                return None
+            stream = StreamingSession.restore(found.conversation, self._loop.time())
+            assert stream.conversation is not None
+            call = gateway.new_call(
+                name,
+                self._route,
+                conversation_id,
+                conversation=stream.conversation,
+                expiry=stream.expired,
+            )
+            try:
+                await call.resume(found.session)
+            except PathStartError as exc:
+                log.warning("taking over a WebSocket-mode call failed (%s)", exc.kind)
+                await call.close()
+                return None
+            gateway.calls.add(call)
+            gateway.streams[key] = (stream, call)
+        reason = "owner_lost" if found.previous_owner is not None else "handoff"
+        metrics = gateway.metrics
+        metrics.child(metrics.takeovers, name, call.path or "none", reason).inc()
+        log.info("took over a WebSocket-mode call (%s)", reason)
+        return stream, call
 
     async def _handle_events(self, stream: StreamingSession, channel: VaicSocket) -> None:
         metrics = self._gateway.metrics
@@ -210,5 +262,5 @@ async def vaic_socket(
     """`GET /ac/R` with an upgrade: one VAIC conversation in WebSocket mode."""
     ws = web.WebSocketResponse(autoping=True)
     await ws.prepare(request)
-    await StreamingCall(gateway, name, route).serve(ws)
+    await StreamingCall(gateway, name, route, request.headers.get("Authorization")).serve(ws)
     return ws
