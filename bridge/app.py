@@ -41,6 +41,8 @@ EXPIRY_SCAN_S = 5.0
 # After the drain timeout, calls ended by the drain wait this long for VAIC to fetch the hangup
 # (an HTTP-mode call without push socket gets it in its next response) and hang up.
 HANGUP_GRACE_S = 5.0
+# While draining with a shared store, how often calls adopted meanwhile are handed off too.
+_HANDOFF_ROUND_S = 0.25
 
 
 class CallRegistry:
@@ -214,7 +216,7 @@ class Gateway:
         for key in [key for key in self.streams if self.calls.get(*key) is None]:
             del self.streams[key]
 
-    async def _hand_off_calls(self) -> None:
+    async def _hand_off_calls(self, *, report_none: bool = True) -> None:
         """Drain as handoff: every HTTP-mode call whose state the store takes leaves this
         instance at once, without ending upstream; its next request lands elsewhere and
         continues. WebSocket-mode calls (VAIC's socket is to this instance) drain as before."""
@@ -237,8 +239,23 @@ class Gateway:
         for result in results:
             if isinstance(result, BaseException):
                 log.error("handing a call off failed", exc_info=result)
-        if calls:
+        if calls and (handed or report_none):
             log.info("drain: handed %d of %d call(s) to the fleet", handed, len(calls))
+
+    async def _hand_off_while_draining(self, timeout_s: float) -> None:
+        """Hand calls off until none is left or `timeout_s` is up: a call adopted during the
+        drain (no live peer could take its request then) goes at the next round."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        first = True
+        while True:
+            await self._hand_off_calls(report_none=first)
+            first = False
+            left = deadline - loop.time()
+            streaming = {id(call) for _, call in self.streams.values()}
+            if left <= 0 or all(id(call) in streaming for call in self.calls.all()):
+                return
+            await self.calls.until_empty(min(_HANDOFF_ROUND_S, left))
 
     def forget(self, call: CallSession) -> None:
         """Drop an ended call from the registry and from the WebSocket-mode streams."""
@@ -263,7 +280,9 @@ class Gateway:
             self.draining = True
             log.info("draining: new conversations refused, %d call(s) in flight", len(self.calls))
             if self.cluster.shared and self.cluster.store_up:
-                await self._hand_off_calls()
+                self.cluster.draining = True
+                await self.cluster.beat()  # peers stop sending this instance calls at once
+                await self._hand_off_while_draining(timeout_s)
         await self.calls.until_empty(timeout_s)
         remaining = self.calls.all()
         if remaining:

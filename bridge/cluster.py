@@ -48,6 +48,7 @@ class Cluster:
         self._metrics = metrics
         self._calls = calls
         self.store_up = True
+        self.draining = False  # announced with every heartbeat once set
         if store is None:
             if settings.redis_url is None:
                 store = MemoryStore()
@@ -72,7 +73,9 @@ class Cluster:
         self.store_up = False
 
     def info(self) -> InstanceInfo:
-        return InstanceInfo(self.instance_id, self.advertise_url, self._calls(), time.time())
+        return InstanceInfo(
+            self.instance_id, self.advertise_url, self._calls(), time.time(), self.draining
+        )
 
     async def beat(self) -> None:
         """One heartbeat; marks the store up again when it answers."""

@@ -24,6 +24,11 @@ class AudioCodesProtocolError(BridgeError):
         self.reason = reason
 
 
+class CallMoved(BridgeError):
+    """The call was handed off to the fleet while a request for it waited here: the request is
+    served wherever the call went, never by the stale copy left on this instance."""
+
+
 class VoiceGatewayProtocolError(BridgeError):
     """A frame from the jambonz app that the feature-server role cannot accept."""
 

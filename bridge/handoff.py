@@ -170,15 +170,25 @@ async def release(
     return True
 
 
-async def live_peer(cluster: Cluster, conversation_id: str) -> InstanceInfo | None:
-    """Another live instance to serve a conversation (spread by its id), or None."""
+async def live_peers(cluster: Cluster, route_name: str, conversation_id: str) -> list[InstanceInfo]:
+    """The other live instances that take calls on, best first: the call's owner when it has a
+    live one, then the rest from a place spread by the conversation id. Empty when the store
+    cannot say."""
     try:
-        peers = [i for i in await cluster.store.instances() if i.id != cluster.instance_id]
+        peers = [
+            i
+            for i in await cluster.store.instances()
+            if i.id != cluster.instance_id and not i.draining
+        ]
+        found = await cluster.store.load(CallKey(route_name, conversation_id)) if peers else None
     except StoreUnavailable:
-        return None
+        return []
     if not peers:
-        return None
-    return peers[zlib.crc32(conversation_id.encode()) % len(peers)]
+        return []
+    start = zlib.crc32(conversation_id.encode()) % len(peers)
+    ordered = peers[start:] + peers[:start]
+    owner = found[1] if found is not None else ""
+    return sorted(ordered, key=lambda i: i.id != owner)
 
 
 async def request_handoff(
@@ -214,8 +224,10 @@ async def forward(
     cluster: Cluster,
     metrics: Metrics,
     route_name: str,
-) -> web.Response:
-    """Send `request` to the instance that owns its call and answer with what it answered."""
+) -> web.Response | None:
+    """Send `request` to the instance that owns its call and answer with what it answered;
+    None when that instance cannot be reached (it may have died: its lease has yet to lapse) or
+    answers 421 (it is draining and has handed the call off: the record is free to claim)."""
     headers = {h: request.headers[h] for h in _FORWARDED_HEADERS if h in request.headers}
     headers[FORWARDED_HEADER] = cluster.instance_id
     body = await request.read()
@@ -230,20 +242,15 @@ async def forward(
             allow_redirects=False,
             timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S),
         ) as reply:
+            if reply.status == 421:  # the peer is handing its calls off: not there any more
+                return None
             payload = await reply.read()
             content_type = reply.headers.get("Content-Type", "application/json")
             retry_after = reply.headers.get("Retry-After")
             status = reply.status
     except (aiohttp.ClientError, TimeoutError) as exc:
         log.warning("forward to %s failed: %s", owner.id, type(exc).__name__)
-        return web.json_response(
-            {
-                "error": "owner_unreachable",
-                "message": "the instance serving this call is unreachable; retry",
-            },
-            status=503,
-            headers={"Retry-After": "1"},
-        )
+        return None
     out_headers = {"Content-Type": content_type}
     if retry_after is not None:
         out_headers["Retry-After"] = retry_after

@@ -24,6 +24,7 @@ from bridge.budget import CoreBudget
 from bridge.config import Route
 from bridge.delivery import Channel, Delivery, Outbox
 from bridge.divergence import DivergenceLog
+from bridge.errors import CallMoved
 from bridge.mapping.loader import MappingSet
 from bridge.metrics import Metrics
 from bridge.numbers import NumberInfo, number_metadata
@@ -101,6 +102,7 @@ class CallSession:
         self._turn_done: dict[int, asyncio.Future[None]] = {}
         self._async_turn: tuple[int, float, list[dict[str, object]]] | None = None
         self._closed = False
+        self._handed_off = False  # see CallMoved
         # While the path is being chosen (a VG ack may take its 5 s budget, then fall back), the
         # start turn's response waits: answering at turn_timeout_ms would lose the greeting.
         self._starting = False
@@ -108,10 +110,18 @@ class CallSession:
             log, {"route": route_name, "conversation": conversation_id, "call_sid": self.call_sid}
         )
 
+    @property
+    def handed_off(self) -> bool:
+        """The call went to the fleet (`hand_off`): this copy serves nothing more."""
+        return self._handed_off
+
     # ---- VAIC requests -------------------------------------------------------------------
 
     async def receive_activities(self, body: object) -> dict[str, object]:
-        """One activities POST; returns the response body (raises AudioCodesProtocolError)."""
+        """One activities POST; returns the response body (raises AudioCodesProtocolError, or
+        CallMoved once the call has been handed off)."""
+        if self._handed_off:
+            raise CallMoved
         event = self.conversation.receive_activities(body, self._loop.time())[0]
         if isinstance(event, DuplicateReceived):
             outputs = await self.replay_turn(event.turn)
@@ -134,6 +144,8 @@ class CallSession:
         outputs: Outputs = ()
         try:
             async with self._turn_lock:
+                if self._handed_off:  # the snapshot went without this turn: serve it there
+                    raise CallMoved
                 started = self._loop.time()
                 response: asyncio.Future[Outputs] | None = None
                 if self._outbox.async_mode:
@@ -163,10 +175,14 @@ class CallSession:
         return outputs
 
     def receive_refresh(self, body: object) -> dict[str, object]:
+        if self._handed_off:
+            raise CallMoved
         self.conversation.receive_refresh(body, self._loop.time())
         return {"expiresSeconds": self.route.expires_seconds}
 
     async def receive_disconnect(self, body: object) -> dict[str, object]:
+        if self._handed_off:
+            raise CallMoved
         ended = self.conversation.receive_disconnect(body, self._loop.time())[0]
         assert isinstance(ended, ConversationEnded)
         await self.end_by_caller(ended.reason_code, ended.reason)
@@ -255,7 +271,7 @@ class CallSession:
             state = self.snapshot()
             if state is None or self._primary is None or not await publish(state):
                 return False
-            self._closed = True
+            self._closed = self._handed_off = True
             self._outbox.call_ended()
             self._timer.cancel()
             if self.path is not None:

@@ -50,6 +50,7 @@ class InstanceInfo:
     advertise_url: str
     calls: int
     last_seen: float  # wall-clock seconds (time.time) of the last heartbeat
+    draining: bool = False  # handing its calls off: serves none, takes none on
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -57,6 +58,7 @@ class InstanceInfo:
             "advertise_url": self.advertise_url,
             "calls": self.calls,
             "last_seen": self.last_seen,
+            "draining": self.draining,
         }
 
 
@@ -365,6 +367,7 @@ def _instance_from(raw: bytes | str) -> InstanceInfo | None:
             advertise_url=str(data["advertise_url"]),
             calls=int(data["calls"]),
             last_seen=float(data["last_seen"]),
+            draining=bool(data.get("draining", False)),
         )
     except (ValueError, KeyError, TypeError):
         return None  # not ours or from an incompatible version: ignored, never fatal

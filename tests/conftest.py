@@ -15,7 +15,7 @@ from aiohttp import web
 
 from bridge.app import GatewayKey, create_app
 from bridge.config import Config, parse_config
-from tests.redisserver import RedisServer, running_redis
+from bridge.sim.redis_server import RedisServer, running_redis
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -11,8 +11,8 @@ import yaml
 from bridge.config import Config, parse_config
 from bridge.errors import ConfigError
 from bridge.reload import check_reloadable
+from bridge.sim.redis_server import RedisServer
 from tests.conftest import BridgeFactory, RunningBridge
-from tests.redisserver import RedisServer
 
 ADMIN = {"Authorization": "Bearer admin-tok"}
 

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from redis.asyncio import Redis
 
-from tests.fleet import Fleet, Instance, make_fleet
-from tests.redisserver import RedisServer
+from bridge.sim.fleet import Fleet, Instance, make_fleet
+from bridge.sim.redis_server import RedisServer
 
 ADMIN = {"Authorization": "Bearer admin-tok"}
 ROUTES = {

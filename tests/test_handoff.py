@@ -15,12 +15,12 @@ import yaml
 
 from bridge.app import GatewayKey
 from bridge.config import Config, parse_config
+from bridge.sim.redis_server import RedisServer
 from bridge.sim.scenario import step_activity
 from bridge.sim.vaic import stamp
 from bridge.sim.vg_endpoint import VGEndpointSim
 from bridge.store import CallKey, RedisStore
 from tests.conftest import BridgeFactory, RunningBridge
-from tests.redisserver import RedisServer
 from tests.test_legacy_path import SCENARIOS
 
 SCENARIO = SCENARIOS["spoken_answer"]

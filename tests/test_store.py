@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from bridge.sim.redis_server import RedisServer
 from bridge.store import CallKey, CallStore, InstanceInfo, MemoryStore, RedisStore, StoreUnavailable
-from tests.redisserver import RedisServer
 
 KEY = CallKey("support", "conv-1")
 STATE: dict[str, Any] = {"turn": 3, "seen": ["a1", "a2"], "vg": {"call_sid": "x", "stack": []}}

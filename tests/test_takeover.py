@@ -19,12 +19,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bridge.sim.fleet import Fleet, Instance, make_fleet
 from bridge.sim.legacy_endpoint import LegacyEndpointSim
+from bridge.sim.redis_server import RedisServer
 from bridge.sim.scenario import step_activity
 from bridge.sim.vaic import stamp
 from bridge.sim.vg_endpoint import VGEndpointSim
-from tests.fleet import Fleet, Instance, make_fleet
-from tests.redisserver import RedisServer
 from tests.test_legacy_path import LEGACY_TOKEN, SCENARIOS
 
 SCENARIO = SCENARIOS["spoken_answer"]  # step 1 can be repeated: the flow loops

@@ -20,7 +20,7 @@ from bridge.audiocodes import wire as ac
 from bridge.audiocodes.conversation import Conversation, parse_create
 from bridge.config import Route
 from bridge.console import add_console_routes
-from bridge.errors import AudioCodesProtocolError
+from bridge.errors import AudioCodesProtocolError, CallMoved
 from bridge.limits import RateLimiter
 from bridge.path import PathStartError
 from bridge.session import CallSession
@@ -37,6 +37,8 @@ Handler = Callable[[web.Request, Gateway, str, Route], Awaitable[web.StreamRespo
 RequestRatesKey = web.AppKey("request_rates", RateLimiter)
 # Statuses a client should retry after a short wait.
 _RETRY_AFTER = {429: "1", 503: "1"}
+# How often a request for a call whose owner is unreachable asks whether its lease has lapsed.
+_OWNER_POLL_S = 0.2
 
 
 def error_response(status: int, reason: str, message: str) -> web.Response:
@@ -86,7 +88,15 @@ def _route_handler(handler: Handler) -> Callable[[web.Request], Awaitable[web.St
                 elsewhere = await _claim(request, gateway, name, route, conversation)
                 if elsewhere is not None:
                     return elsewhere
-            return await handler(request, gateway, name, route)
+            try:
+                return await handler(request, gateway, name, route)
+            except CallMoved:
+                # handed off while this request waited for it: serve it where the call went
+                assert conversation is not None
+                elsewhere = await _claim(request, gateway, name, route, conversation)
+                if elsewhere is not None:
+                    return elsewhere
+                return await handler(request, gateway, name, route)
         except AudioCodesProtocolError as exc:
             rejected.labels(name, exc.reason).inc()
             return error_response(exc.status, exc.reason, exc.message)
@@ -109,32 +119,50 @@ async def _claim(
     request: web.Request, gateway: Gateway, name: str, route: Route, conversation_id: str
 ) -> web.StreamResponse | None:
     """A conversation this instance does not hold: adopt it from the shared store (None: the
-    handler goes on with it registered), or answer by forwarding it to its live owner."""
+    handler goes on with it registered), or answer by forwarding it to its live owner.
+
+    An owner that cannot be reached may have died with its lease still running: the request
+    waits for the lease to lapse (at most `lease_s` + 1 s), then takes the call over."""
     cluster = gateway.cluster
     forwarded = handoff.FORWARDED_HEADER in request.headers
     upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
-    if gateway.draining and not forwarded and not upgrade and gateway.http is not None:
-        # a draining instance takes no call on: a live peer adopts it (it handed its own off)
-        peer = await handoff.live_peer(cluster, conversation_id)
-        if peer is not None:
-            return await handoff.forward(
-                request, gateway.http, peer, cluster, gateway.metrics, name
-            )
-    async with gateway.adoption_lock(name, conversation_id):
-        if gateway.calls.get(name, conversation_id) is not None:
-            return None  # a concurrent request of the same call adopted it
-        try:
-            found = await handoff.locate(cluster, name, route, conversation_id)
-        except StoreUnavailable:
-            # unknown here, and the store cannot say whether the call lives elsewhere
+    http = gateway.http
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + cluster.lease_s + 1.0
+    while True:
+        if gateway.draining and not forwarded and not upgrade and http is not None:
+            # a draining instance takes no call on: a live peer serves it (the last one
+            # standing serves it itself, until its drain ends it)
+            for peer in await handoff.live_peers(cluster, name, conversation_id):
+                reply = await handoff.forward(request, http, peer, cluster, gateway.metrics, name)
+                if reply is not None:
+                    return reply
+        if gateway.draining and forwarded:
+            # sent here before this instance handed the call off: the sender claims it now
             raise AudioCodesProtocolError(
-                "the state store is unreachable; retry", status=503, reason="store_unavailable"
-            ) from None
-        if isinstance(found, handoff.Adopted):
-            return await _adopt(gateway, name, route, conversation_id, found)
-    if isinstance(found, handoff.OwnedElsewhere):
-        if forwarded:
-            return None  # forwarded once already: never bounce it on
+                "this instance is handing its calls off", status=421, reason="not_here"
+            )
+        async with gateway.adoption_lock(name, conversation_id):
+            held = gateway.calls.get(name, conversation_id)
+            if held is not None and not held.handed_off:
+                return None  # a concurrent request of the same call adopted it
+            try:
+                found = await handoff.locate(cluster, name, route, conversation_id)
+            except StoreUnavailable:
+                # unknown here, and the store cannot say whether the call lives elsewhere
+                raise AudioCodesProtocolError(
+                    "the state store is unreachable; retry", status=503, reason="store_unavailable"
+                ) from None
+            if isinstance(found, handoff.Adopted):
+                return await _adopt(gateway, name, route, conversation_id, found)
+        if isinstance(found, handoff.Lost):
+            raise AudioCodesProtocolError(
+                "the instance serving this call was lost; the call cannot continue",
+                status=404,
+                reason="owner_lost",
+            )
+        if not isinstance(found, handoff.OwnedElsewhere):
+            return None
         if upgrade:
             raise AudioCodesProtocolError(
                 "this conversation is served by another instance; connect through the load "
@@ -142,18 +170,21 @@ async def _claim(
                 status=409,
                 reason="wrong_instance",
             )
-        if gateway.http is None:
+        if http is None:
             return None
-        return await handoff.forward(
-            request, gateway.http, found.owner, cluster, gateway.metrics, name
-        )
-    if isinstance(found, handoff.Lost):
-        raise AudioCodesProtocolError(
-            "the instance serving this call was lost; the call cannot continue",
-            status=404,
-            reason="owner_lost",
-        )
-    return None
+        if not forwarded:  # forwarded once already: never bounce it on
+            reply = await handoff.forward(
+                request, http, found.owner, cluster, gateway.metrics, name
+            )
+            if reply is not None:
+                return reply
+        if loop.time() >= deadline:
+            raise AudioCodesProtocolError(
+                "the instance serving this call is unreachable; retry",
+                status=503,
+                reason="owner_unreachable",
+            )
+        await asyncio.sleep(_OWNER_POLL_S)
 
 
 async def _adopt(

@@ -24,6 +24,7 @@ from bridge.audiocodes.events import (
 from bridge.audiocodes.streaming import StreamingSession, parse_resume
 from bridge.audiocodes.wire import VaicStreamMessage
 from bridge.config import Route
+from bridge.errors import CallMoved
 from bridge.limits import TokenBucket
 from bridge.path import PathStartError
 from bridge.session import CallSession
@@ -234,6 +235,8 @@ class StreamingCall:
     async def _run_turn(self, call: CallSession, event: ActivitiesReceived) -> None:
         try:
             await call.run_turn(event.turn, event.activities)
+        except CallMoved:  # VAIC resumed the session on another instance, which has the call
+            log.info("a turn arrived after its call was handed off; dropped here")
         except Exception:
             log.exception("turn failed on route %s", self._route_name)
 

@@ -1,5 +1,5 @@
-"""Real bridge instances for cluster tests: `python -m bridge serve` processes on 127.0.0.1,
-each with its own config file and log, sharing one Redis; killable with SIGKILL."""
+"""Real bridge instances for the cluster tests and demo: `python -m bridge serve` processes on
+127.0.0.1, each with its own config file and log, sharing one Redis; killable with SIGKILL."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from tests.redisserver import free_port
+from bridge.sim.redis_server import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass

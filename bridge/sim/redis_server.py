@@ -1,5 +1,6 @@
-"""Run a real redis-server (Debian's, installed by tools/ensure_system_peers) on 127.0.0.1 for a
-test: no persistence, its own directory, a free port; stoppable and restartable on that port."""
+"""Run a real redis-server (Debian's, installed by tools/ensure_system_peers) on 127.0.0.1 for
+the tests and the cluster demo: no persistence, its own directory, a free port; stoppable and
+restartable on that port."""
 
 from __future__ import annotations
 
