@@ -38,6 +38,8 @@ log = logging.getLogger("bridge.handoff")
 VERSION = "acvg-call/1"
 FORWARDED_HEADER = "X-Acvg-Forwarded-By"
 FORWARD_TIMEOUT_S = 30.0
+# How often a request for a call whose owner cannot be reached asks whether its lease lapsed.
+OWNER_POLL_S = 0.2
 # Headers a forwarded request keeps; hop-by-hop ones and Host are the forwarder's own.
 _FORWARDED_HEADERS = ("Authorization", "Content-Type", "Accept", "X-Request-Id")
 

@@ -3,15 +3,18 @@ the shipped deploy/nginx/acvg-bridge.conf, all real, on 127.0.0.1. Scripted call
 go through nginx while the instance holding the most calls is killed with SIGKILL mid-run and
 another is restarted with SIGTERM, or while all three are restarted one after the other: every
 turn is answered, every call finishes, no caller input reaches a bot twice (but the one in
-flight at a SIGKILL, which nginx retries on the new owner)."""
+flight at a SIGKILL, which nginx retries on the new owner). WebSocket-mode calls whose instance
+is killed reconnect through nginx and resume where they were (`session.resume`)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -31,6 +34,7 @@ ADMIN = {"Authorization": "Bearer admin-tok"}
 CALLS = 24
 TURNS = 8
 GAP_S = 0.25
+WS_CALLS = 8
 NGINX_FAIL_TIMEOUT_S = 1  # deploy/nginx/acvg-bridge.conf's max_fails=1 fail_timeout=1s
 
 
@@ -180,3 +184,90 @@ async def test_a_rolling_restart_of_every_instance_loses_nothing(
     for legacy in legacy_sim.calls.values():
         assert legacy.duplicates == 0
         assert len(legacy.turns) == turns
+
+
+class _WsCall:
+    """VAIC in WebSocket mode through nginx: on a dropped socket it reconnects (nginx picks an
+    instance) and sends `session.resume`, then the turn in flight again, same activity id."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
+        self.http = http
+        self.url = base.replace("http", "ws", 1) + "/ac/v"
+        self.conversation = str(uuid.uuid4())
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.answered = 0
+        self.resumed = 0
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        assert self.ws is not None
+        await self.ws.send_json({"conversationId": self.conversation, **message})
+
+    async def _receive(self) -> dict[str, Any]:
+        assert self.ws is not None
+        msg = await asyncio.wait_for(self.ws.receive(), 15)
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            raise ConnectionError(f"socket {msg.type.name}")
+        message: dict[str, Any] = json.loads(msg.data)
+        return message
+
+    async def _open(self, first: dict[str, Any]) -> None:
+        self.ws = await self.http.ws_connect(self.url, headers=AUTH)
+        await self._send(first)
+        reply = await self._receive()
+        assert reply["type"] == "session.accepted", reply
+
+    async def run(self, turns: int) -> None:
+        await self._open(
+            {
+                "type": "session.initiate",
+                "expectAudioMessages": False,
+                "supportedMediaFormats": ["raw/lpcm16"],
+                "caller": SCENARIO.caller,
+            }
+        )
+        for turn in range(turns):
+            activity = step_activity(SCENARIO.steps[min(turn, 1)], SCENARIO, self.conversation)
+            stamped = stamp(activity, datetime.now(UTC))
+            for _ in range(3):
+                try:
+                    await self._send({"type": "activities", "activities": [stamped]})
+                    reply = await self._receive()
+                    break
+                except (ConnectionError, aiohttp.ClientError):
+                    self.resumed += 1
+                    await self._open({"type": "session.resume"})
+            else:
+                raise AssertionError("the turn was never answered")
+            assert reply["type"] == "activities" and reply["activities"], reply
+            self.answered += 1
+            await asyncio.sleep(GAP_S)
+        await self._send({"type": "session.end", "reasonCode": "client-disconnected"})
+        assert self.ws is not None
+        while not self.ws.closed:  # the bot closes the socket once the session ended
+            await asyncio.wait_for(self.ws.receive(), 10)
+
+
+async def test_websocket_mode_calls_through_nginx_resume_after_a_kill(
+    deployed: tuple[Fleet, Nginx], vg_sim: VGEndpointSim
+) -> None:
+    fleet, nginx = deployed
+    async with aiohttp.ClientSession() as http:
+        callers = [_WsCall(http, nginx.url) for _ in range(WS_CALLS)]
+        calls = asyncio.gather(*(caller.run(TURNS) for caller in callers))
+        await asyncio.sleep(TURNS * GAP_S / 3)
+        async with http.get(f"{nginx.url}/admin/cluster", headers=ADMIN) as reply:
+            status = await reply.json()
+        busiest = max(status["instances"], key=lambda i: i["calls"])
+        assert busiest["calls"] > 0
+        next(i for i in fleet.instances if i.name == busiest["id"]).kill()
+        await calls
+
+    assert [c.answered for c in callers] == [TURNS] * WS_CALLS
+    assert sum(c.resumed for c in callers) == busiest["calls"]  # those on the killed instance
+    assert len(vg_sim.calls) == WS_CALLS
+    for call in vg_sim.calls.values():
+        types = [m.get("type") for m in call.received]
+        assert types.count("session:new") == 1
+        assert types.count("session:reconnect") <= 1
+        assert TURNS - 1 <= types.count("verb:hook") <= TURNS
+        assert types[-1] == "call:status"

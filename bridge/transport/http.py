@@ -37,8 +37,6 @@ Handler = Callable[[web.Request, Gateway, str, Route], Awaitable[web.StreamRespo
 RequestRatesKey = web.AppKey("request_rates", RateLimiter)
 # Statuses a client should retry after a short wait.
 _RETRY_AFTER = {429: "1", 503: "1"}
-# How often a request for a call whose owner is unreachable asks whether its lease has lapsed.
-_OWNER_POLL_S = 0.2
 
 
 def error_response(status: int, reason: str, message: str) -> web.Response:
@@ -184,7 +182,7 @@ async def _claim(
                 status=503,
                 reason="owner_unreachable",
             )
-        await asyncio.sleep(_OWNER_POLL_S)
+        await asyncio.sleep(handoff.OWNER_POLL_S)
 
 
 async def _adopt(

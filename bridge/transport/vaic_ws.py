@@ -151,15 +151,7 @@ class StreamingCall:
             if key in gateway.streams:
                 return gateway.streams[key]
             try:
-                found = await handoff.locate(gateway.cluster, name, self._route, conversation_id)
-                if isinstance(found, handoff.OwnedElsewhere) and gateway.http is not None:
-                    asked = await handoff.request_handoff(
-                        gateway.http, found.owner, name, conversation_id, self._authorization
-                    )
-                    if asked:
-                        found = await handoff.locate(
-                            gateway.cluster, name, self._route, conversation_id
-                        )
+                found = await self._locate(conversation_id)
             except StoreUnavailable:
                 return None
             if not isinstance(found, handoff.Adopted) or found.session is None:
@@ -186,6 +178,24 @@ class StreamingCall:
         metrics.child(metrics.takeovers, name, call.path or "none", reason).inc()
         log.info("took over a WebSocket-mode call (%s)", reason)
         return stream, call
+
+    async def _locate(self, conversation_id: str) -> handoff.Located:
+        """Claim the call; a live owner is asked to hand it off, and an owner that cannot be
+        asked (it may have died, its lease still running) is waited out, at most `lease_s` +
+        1 s."""
+        gateway, name = self._gateway, self._route_name
+        deadline = self._loop.time() + gateway.cluster.lease_s + 1.0
+        while True:
+            found = await handoff.locate(gateway.cluster, name, self._route, conversation_id)
+            if not isinstance(found, handoff.OwnedElsewhere) or gateway.http is None:
+                return found
+            if await handoff.request_handoff(
+                gateway.http, found.owner, name, conversation_id, self._authorization
+            ):
+                return await handoff.locate(gateway.cluster, name, self._route, conversation_id)
+            if self._loop.time() >= deadline:
+                return found
+            await asyncio.sleep(handoff.OWNER_POLL_S)
 
     async def _handle_events(self, stream: StreamingSession, channel: VaicSocket) -> None:
         metrics = self._gateway.metrics
