@@ -5,6 +5,7 @@ instance are forwarded to its owner, and a call whose owner died is answered, ne
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -13,13 +14,14 @@ from typing import Any
 import pytest
 import yaml
 
+from bridge import handoff
 from bridge.app import GatewayKey
 from bridge.config import Config, parse_config
 from bridge.sim.redis_server import RedisServer
 from bridge.sim.scenario import step_activity
 from bridge.sim.vaic import stamp
 from bridge.sim.vg_endpoint import VGEndpointSim
-from bridge.store import CallKey, RedisStore
+from bridge.store import CallKey, InstanceInfo, RedisStore
 from tests.conftest import BridgeFactory, RunningBridge
 from tests.test_legacy_path import SCENARIOS
 
@@ -186,3 +188,96 @@ async def test_redis_down_at_create_serves_the_call_here(
     status, greeting = await _turn(a, conversation, 0)
     assert status == 200 and _texts(greeting)
     assert a.metric("acvg_store_errors_total", op="load") >= 1
+
+
+async def test_an_unreachable_owner_is_waited_out_then_the_call_taken_over(
+    redis_server: RedisServer, vg_sim: VGEndpointSim, bridge_factory: BridgeFactory
+) -> None:
+    (a,) = await _fleet(redis_server, vg_sim, bridge_factory, "a")
+    conversation = await _create(a)
+    assert (await _turn(a, conversation, 0))[0] == 200
+    gateway = a.app[GatewayKey]
+    call = gateway.calls.get("r", conversation)
+    assert call is not None
+    store = RedisStore(redis_server.url)
+    try:  # the call now belongs to "ghost", which died a moment ago: its lease runs for 1 s
+        await store.heartbeat(InstanceInfo("ghost", "http://127.0.0.1:1", 1, time.time()), 1.0)
+
+        async def to_ghost(state: dict[str, Any]) -> bool:
+            record = handoff.record("r", call.conversation, "started") | {"session": state}
+            await store.save(CallKey("r", conversation), record, "ghost", ttl_s=60)
+            return True
+
+        assert await call.hand_off(to_ghost)
+        gateway.calls.remove(call, ended=False)
+    finally:
+        await store.close()
+
+    status, answer = await _turn(a, conversation, 1)  # forward fails, the lease lapses, taken
+    assert status == 200, answer
+    assert _texts(answer)
+    assert a.metric("acvg_takeovers_total", route="r", path="voicegateway", reason="owner_lost")
+    [vg_call] = vg_sim.calls.values()
+    types = [m.get("type") for m in vg_call.received]
+    assert (types.count("session:new"), types.count("session:reconnect")) == (1, 1)
+
+
+async def test_a_request_waiting_on_a_call_being_handed_off_is_served_where_it_went(
+    redis_server: RedisServer, vg_sim: VGEndpointSim, bridge_factory: BridgeFactory
+) -> None:
+    (a,) = await _fleet(redis_server, vg_sim, bridge_factory, "a")
+    conversation = await _create(a)
+    assert (await _turn(a, conversation, 0))[0] == 200
+    gateway = a.app[GatewayKey]
+    call = gateway.calls.get("r", conversation)
+    assert call is not None
+    publishing = asyncio.Event()
+    go = asyncio.Event()
+
+    async def publish(state: dict[str, Any]) -> bool:
+        record = handoff.record("r", call.conversation, "started") | {"session": state}
+        publishing.set()
+        await go.wait()  # the next turn's request arrives while the call is being handed off
+        await gateway.cluster.store.save(CallKey("r", conversation), record, "", ttl_s=60)
+        return True
+
+    handing = asyncio.create_task(call.hand_off(publish))
+    await publishing.wait()
+    turn = asyncio.create_task(_turn(a, conversation, 1))
+    await asyncio.sleep(0.2)
+    go.set()
+    assert await handing
+    gateway.calls.remove(call, ended=False)
+    status, answer = await turn
+    assert status == 200, answer  # not "unknown conversation": served by the call's new copy
+    assert _texts(answer)
+    assert a.metric("acvg_takeovers_total", route="r", path="voicegateway", reason="handoff") == 1
+    [vg_call] = vg_sim.calls.values()
+    assert [m.get("type") for m in vg_call.received].count("verb:hook") == 1  # sent once
+
+
+async def test_a_draining_instance_forwards_to_a_live_peer_and_is_not_sent_calls(
+    redis_server: RedisServer, vg_sim: VGEndpointSim, bridge_factory: BridgeFactory
+) -> None:
+    a, b = await _fleet(redis_server, vg_sim, bridge_factory, "a", "b")
+    conversation = await _create(a)
+    assert (await _turn(b, conversation, 0))[0] == 200  # b owns the call
+    draining = a.app[GatewayKey]
+    draining.draining = draining.cluster.draining = True
+    await draining.cluster.beat()
+
+    status, answer = await _turn(a, conversation, 1)  # a forwards to b
+    assert status == 200 and _texts(answer)
+    assert a.metric("acvg_forwarded_requests_total", route="r") == 1
+    peers = await handoff.live_peers(b.app[GatewayKey].cluster, "r", conversation)
+    assert peers == []  # b sends nothing to a draining instance
+
+    # a request a peer forwarded to a before a handed its calls off: the sender is told so
+    activity = stamp(step_activity(SCENARIO.steps[1], SCENARIO, conversation), datetime.now(UTC))
+    async with a.http.post(
+        f"{a.url}/ac/r/conversation/{conversation}/activities",
+        json={"activities": [activity]},
+        headers={**AUTH, handoff.FORWARDED_HEADER: "b"},
+    ) as reply:
+        assert reply.status == 421
+        assert (await reply.json())["error"] == "not_here"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -82,6 +83,9 @@ async def test_instances_lists_the_live_ones(store: CallStore) -> None:
     await store.leave("a")
     assert [i.id for i in await store.instances()] == ["b"]
     assert await store.ping()
+    draining = dataclasses.replace(_info("b", 2), draining=True)
+    await store.heartbeat(draining, lease_s=30)
+    assert await store.instances() == [draining]  # announced, so peers send it nothing
 
 
 async def test_memory_store_leases_and_records_expire() -> None:
