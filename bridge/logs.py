@@ -4,10 +4,10 @@
 `time level logger message key=value…`, where the keys are the call context a session's
 `logging.LoggerAdapter` carries (route, conversation, call_sid). A `RedactingFilter` on the
 handler rewrites each record before it is formatted: the rendered message (after `%`-args),
-exception text and stack text lose every digit run (`bridge.numbers.redact`; whole UUIDs are
-kept), DTMF values after a `digits`/`dtmf` key and bearer tokens. Short digit runs elsewhere
-cannot be told apart from counts, so call sites must still never log DTMF strings or activity
-text (style.md).
+exception text and stack text lose every digit run (`bridge.numbers.redact`; whole UUIDs and
+the file and line of traceback frames are kept), DTMF values after a `digits`/`dtmf` key and
+bearer tokens. Short digit runs elsewhere cannot be told apart from counts, so call sites must
+still never log DTMF strings or activity text (style.md).
 """
 
 from __future__ import annotations
@@ -21,7 +21,14 @@ from typing import TextIO
 
 from bridge.numbers import REDACTED, redact
 
-__all__ = ["CONTEXT_FIELDS", "ContextFormatter", "RedactingFilter", "configure_logging", "scrub"]
+__all__ = [
+    "CONTEXT_FIELDS",
+    "ContextFormatter",
+    "RedactingFilter",
+    "configure_logging",
+    "scrub",
+    "scrub_traceback",
+]
 
 CONTEXT_FIELDS = ("route", "conversation", "call_sid")
 # websockets logs every frame at DEBUG: session:new carries the caller, verb:hook the transcript.
@@ -43,6 +50,17 @@ _UUID = re.compile(
 )
 
 
+# A traceback frame's `  File "/path/x.py", line 123, in f`: code locations, never a caller's data
+# (a frame's source line and the exception's message below it are scrubbed as usual).
+_TRACEBACK_FRAME = re.compile(r'^(\s*File "[^"\n]*", line \d+)(?=, in )', re.MULTILINE)
+
+
+def scrub_traceback(text: str) -> str:
+    """`scrub`, keeping where each traceback frame is (file and line), nothing else."""
+    parts = _TRACEBACK_FRAME.split(text)  # odd indexes are the frames' locations
+    return "".join(part if i % 2 else scrub(part) for i, part in enumerate(parts))
+
+
 def scrub(text: str) -> str:
     """`text` without phone numbers, digit runs, keyed DTMF values or tokens (UUIDs kept)."""
     text = _KEYED_DTMF.sub(rf"\g<1>{REDACTED}", text)
@@ -62,11 +80,11 @@ class RedactingFilter(logging.Filter):
         record.msg = scrub(record.getMessage())
         record.args = None
         if record.exc_info:
-            record.exc_text = scrub(self._exceptions.formatException(record.exc_info))
+            record.exc_text = scrub_traceback(self._exceptions.formatException(record.exc_info))
         elif record.exc_text:
-            record.exc_text = scrub(record.exc_text)
+            record.exc_text = scrub_traceback(record.exc_text)
         if record.stack_info:
-            record.stack_info = scrub(record.stack_info)
+            record.stack_info = scrub_traceback(record.stack_info)
         return True
 
 

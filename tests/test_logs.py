@@ -133,6 +133,20 @@ def test_filter_rewrites_the_record_in_place() -> None:
     assert record.args is None
 
 
+def test_tracebacks_keep_where_they_happened_and_lose_the_numbers(log_stream: io.StringIO) -> None:
+    log = logging.getLogger("bridge.http")
+    try:
+        raise ValueError(f"bad number, line {CALLER}")
+    except ValueError:
+        log.exception("request failed")
+    text = log_stream.getvalue()
+    assert CALLER not in text and CALLER[1:] not in text
+    assert "ValueError: bad number, line +<redacted>" in text
+    frame = re.search(r'File "[^"]*test_logs\.py", line (\d+), in ', text)
+    assert frame is not None, text  # the line number a reader needs is there
+    assert int(frame.group(1)) > 0
+
+
 def test_scrub_keeps_short_numbers_outside_keys() -> None:
     assert scrub("turn 2 of 12") == "turn 2 of 12"
     assert scrub(f"call {CALLER}") == "call +<redacted>"
