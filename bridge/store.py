@@ -26,6 +26,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from bridge import jsontext
+from bridge.groupcommit import GroupCommit
 
 Claim = Literal["claimed", "mine", "owned", "unknown"]
 PREFIX = "acvg"
@@ -247,7 +248,11 @@ class RedisStore:
         self._on_error = on_error
         self._claim = self._redis.register_script(_CLAIM)
         self._release = self._redis.register_script(_RELEASE)
-        self._save = self._redis.register_script(_SAVE)
+        self._writes = GroupCommit(
+            self._redis,
+            self._redis.register_script(_SAVE),
+            lambda exc: self._failed("save", exc),
+        )
 
     @property
     def client(self) -> Redis:
@@ -263,15 +268,10 @@ class RedisStore:
         return f"{PREFIX}:instance:{instance_id}"
 
     async def save(self, key: CallKey, state: Mapping[str, Any], owner: str, ttl_s: float) -> None:
-        # one script call: the write and its expiry in one command and one round trip (a
-        # pipeline of the two costs the Python client about twice as much per turn)
-        try:
-            await self._save(
-                keys=[key.redis_key()],
-                args=[jsontext.dumps(state), owner, max(1, int(ttl_s * 1000))],
-            )
-        except (RedisError, OSError) as exc:
-            raise self._failed("save", exc) from None
+        # one script call (the write and its expiry in one command), batched with the other
+        # calls' writes that queue meanwhile (bridge/groupcommit.py)
+        ttl_ms = max(1, int(ttl_s * 1000))
+        await self._writes.write(key.redis_key(), (jsontext.dumps(state), owner, ttl_ms))
 
     async def load(self, key: CallKey) -> tuple[dict[str, Any], str] | None:
         try:
@@ -350,6 +350,7 @@ class RedisStore:
             return False
 
     async def close(self) -> None:
+        await self._writes.close()
         await self._redis.aclose()
 
 
