@@ -4,7 +4,8 @@ go through nginx while the instance holding the most calls is killed with SIGKIL
 another is restarted with SIGTERM, or while all three are restarted one after the other: every
 turn is answered, every call finishes, no caller input reaches a bot twice (but the one in
 flight at a SIGKILL, which nginx retries on the new owner). WebSocket-mode calls whose instance
-is killed reconnect through nginx and resume where they were (`session.resume`)."""
+is killed reconnect through nginx and resume where they were (`session.resume`); async-mode
+calls connect their push socket again and get the next turns' outputs on it."""
 
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ def deployed(
 ) -> Iterator[tuple[Fleet, Nginx]]:
     routes = {
         "v": {"token": "tok", "turn_settle_ms": 150, "voicegateway": {"url": vg_sim.url()}},
+        "va": {"token": "tok", "async_mode": True, "voicegateway": {"url": vg_sim.url()}},
         "l": {
             "token": "tok",
             "turn_settle_ms": 150,
@@ -269,5 +271,85 @@ async def test_websocket_mode_calls_through_nginx_resume_after_a_kill(
         types = [m.get("type") for m in call.received]
         assert types.count("session:new") == 1
         assert types.count("session:reconnect") <= 1
+        assert TURNS - 1 <= types.count("verb:hook") <= TURNS
+        assert types[-1] == "call:status"
+
+
+class _AsyncCall:
+    """VAIC in HTTP async mode through nginx: turns answered at once, outputs pushed on the
+    conversation's socket; a dropped socket is connected again (nginx picks the instance)."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
+        self.http = http
+        self.base = base
+        self.conversation = str(uuid.uuid4())
+        self.url = f"{base}/ac/va/conversation/{self.conversation}"
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.pushed = 0  # turns whose outputs were pushed
+        self.reconnects = 0
+
+    async def _connect(self) -> None:
+        url = self.url.replace("http", "ws", 1) + "/websocket"
+        for _ in range(50):  # the takeover waits out the dead owner's lease
+            try:
+                self.ws = await self.http.ws_connect(url, headers=AUTH)
+                return
+            except aiohttp.WSServerHandshakeError:
+                await asyncio.sleep(0.2)
+        raise AssertionError("the push socket never connected again")
+
+    async def _outputs(self) -> bool:
+        """Wait for this turn's pushed outputs; False when the socket dropped first."""
+        assert self.ws is not None
+        while True:
+            msg = await asyncio.wait_for(self.ws.receive(), 10)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                return False
+            if json.loads(msg.data)["activities"]:
+                return True
+
+    async def run(self, turns: int) -> None:
+        async with self.http.post(
+            f"{self.base}/ac/va", json={"conversation": self.conversation}, headers=AUTH
+        ) as reply:
+            assert reply.status == 200
+        await self._connect()
+        for turn in range(turns):
+            activity = step_activity(SCENARIO.steps[min(turn, 1)], SCENARIO, self.conversation)
+            body = {"activities": [stamp(activity, datetime.now(UTC))]}
+            async with self.http.post(f"{self.url}/activities", json=body, headers=AUTH) as r:
+                assert r.status == 200, await r.text()
+            if await self._outputs():
+                self.pushed += 1
+            else:  # its instance died: this turn's outputs went with it
+                self.reconnects += 1
+                await self._connect()
+            await asyncio.sleep(GAP_S)
+        async with self.http.post(f"{self.url}/disconnect", json={}, headers=AUTH) as r:
+            assert r.status == 200
+
+
+async def test_async_mode_push_sockets_reconnect_to_the_new_owner(
+    deployed: tuple[Fleet, Nginx], vg_sim: VGEndpointSim
+) -> None:
+    fleet, nginx = deployed
+    async with aiohttp.ClientSession() as http:
+        callers = [_AsyncCall(http, nginx.url) for _ in range(WS_CALLS)]
+        calls = asyncio.gather(*(caller.run(TURNS) for caller in callers))
+        await asyncio.sleep(TURNS * GAP_S / 3)
+        async with http.get(f"{nginx.url}/admin/cluster", headers=ADMIN) as reply:
+            status = await reply.json()
+        busiest = max(status["instances"], key=lambda i: i["calls"])
+        assert busiest["calls"] > 0
+        next(i for i in fleet.instances if i.name == busiest["id"]).kill()
+        await calls
+
+    assert sum(c.reconnects for c in callers) == busiest["calls"]  # those on the killed one
+    for caller in callers:  # every turn's outputs pushed, but the one in flight at the kill
+        assert caller.pushed >= TURNS - caller.reconnects
+    assert len(vg_sim.calls) == WS_CALLS
+    for call in vg_sim.calls.values():
+        types = [m.get("type") for m in call.received]
+        assert types.count("session:new") == 1
         assert TURNS - 1 <= types.count("verb:hook") <= TURNS
         assert types[-1] == "call:status"
