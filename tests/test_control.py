@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,17 @@ import yaml
 from redis.asyncio import Redis
 
 from bridge.sim.fleet import Fleet, Instance, make_fleet
+from bridge.sim.legacy_endpoint import LegacyEndpointSim
 from bridge.sim.redis_server import RedisServer
+from bridge.sim.scenario import step_activity
+from bridge.sim.vaic import stamp
+from bridge.sim.vg_endpoint import VGEndpointSim
+from tests.test_legacy_path import LEGACY_TOKEN, SCENARIOS
+
+SCENARIO = SCENARIOS["spoken_answer"]
 
 ADMIN = {"Authorization": "Bearer admin-tok"}
+TOKEN = {"Authorization": "Bearer tok"}
 ROUTES = {
     "s": {
         "token": "tok",
@@ -128,3 +138,62 @@ async def test_a_reload_on_one_instance_reloads_every_instance(fleet: Fleet) -> 
             return shadows == [True, True]
 
         await _eventually(reloaded)
+
+
+async def test_steering_on_one_instance_moves_the_calls_started_on_the_others(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    async with (
+        VGEndpointSim() as vg_sim,
+        LegacyEndpointSim(token=LEGACY_TOKEN) as legacy_sim,
+    ):
+        route = {
+            "token": "tok",
+            "voicegateway": {"url": vg_sim.url()},
+            "legacy": {"url": legacy_sim.url(), "token": LEGACY_TOKEN},
+            "migration": {"voicegateway_percent": 0},
+        }
+        fleet = make_fleet(tmp_path / "fleet", redis_server.url, {"s": route})
+        try:
+            a, b, c = fleet.instances
+            async with aiohttp.ClientSession() as http:
+                started: list[tuple[Instance, str]] = []
+
+                async def start_calls() -> None:
+                    for instance in (b, c, b, c, b, c):
+                        started.append((instance, await _start_call(http, instance)))
+
+                await start_calls()
+                assert (len(vg_sim.calls), len(legacy_sim.calls)) == (0, 6)
+                await _steer(http, a, {"voicegateway_percent": 100})
+                await asyncio.sleep(1.0)  # the control plane's "within a second"
+                await start_calls()
+                assert (len(vg_sim.calls), len(legacy_sim.calls)) == (6, 6)
+                await _steer(http, a, {"force": "legacy"})  # the kill switch, from a
+                await asyncio.sleep(1.0)
+                await start_calls()
+                assert (len(vg_sim.calls), len(legacy_sim.calls)) == (6, 12)
+                for instance, conversation in started:
+                    url = f"{instance.url}/ac/s/conversation/{conversation}/disconnect"
+                    async with http.post(url, json={}, headers=TOKEN) as reply:
+                        assert reply.status == 200
+        finally:
+            fleet.stop()
+
+
+async def _start_call(http: aiohttp.ClientSession, instance: Instance) -> str:
+    conversation = str(uuid.uuid4())
+    auth = TOKEN
+    async with http.post(
+        f"{instance.url}/ac/s", json={"conversation": conversation}, headers=auth
+    ) as reply:
+        assert reply.status == 200
+    activity = step_activity(SCENARIO.steps[0], SCENARIO, conversation)
+    async with http.post(
+        f"{instance.url}/ac/s/conversation/{conversation}/activities",
+        json={"activities": [stamp(activity, datetime.now(UTC))]},
+        headers=auth,
+    ) as reply:
+        assert reply.status == 200
+        assert (await reply.json())["activities"]
+    return conversation
