@@ -280,8 +280,9 @@ class CallSession:
             if self._push is not None:
                 push, self._push = self._push, None
                 await push.close()
-        if self._shadow is not None:
+        if self._shadow is not None:  # a shadow does not move with its call: it ends here
             shadow, self._shadow = self._shadow, None
+            shadow.submit_end(None, "the call moved to another instance")
             close_in_background(shadow)
         return True
 

@@ -17,13 +17,14 @@ import yaml
 from bridge import handoff
 from bridge.app import GatewayKey
 from bridge.config import Config, parse_config
+from bridge.sim.legacy_endpoint import LegacyEndpointSim
 from bridge.sim.redis_server import RedisServer
 from bridge.sim.scenario import step_activity
 from bridge.sim.vaic import stamp
 from bridge.sim.vg_endpoint import VGEndpointSim
 from bridge.store import CallKey, InstanceInfo, RedisStore
 from tests.conftest import BridgeFactory, RunningBridge
-from tests.test_legacy_path import SCENARIOS
+from tests.test_legacy_path import LEGACY_TOKEN, SCENARIOS
 
 SCENARIO = SCENARIOS["spoken_answer"]
 AUTH = {"Authorization": "Bearer tok"}
@@ -281,3 +282,34 @@ async def test_a_draining_instance_forwards_to_a_live_peer_and_is_not_sent_calls
     ) as reply:
         assert reply.status == 421
         assert (await reply.json())["error"] == "not_here"
+
+
+async def test_a_handed_off_calls_shadow_is_ended_where_it_ran(
+    redis_server: RedisServer, vg_sim: VGEndpointSim, bridge_factory: BridgeFactory
+) -> None:
+    async with LegacyEndpointSim(token=LEGACY_TOKEN) as legacy_sim:
+        doc = yaml.safe_load(yaml.safe_dump(_config(redis_server, vg_sim, "a", 0).model_dump()))
+        doc["routes"]["r"] |= {
+            "legacy": {"url": legacy_sim.url(), "token": LEGACY_TOKEN},
+            "migration": {"voicegateway_percent": 100, "shadow": True},
+        }
+        a = await bridge_factory(parse_config(yaml.safe_dump(doc), env={}))
+        gateway = a.app[GatewayKey]
+        conversation = await _create(a)
+        assert (await _turn(a, conversation, 0))[0] == 200
+        call = gateway.calls.get("r", conversation)
+        assert call is not None and call.path == "voicegateway"
+        for _ in range(100):  # the shadow starts beside the primary, off the caller's path
+            if legacy_sim.calls:
+                break
+            await asyncio.sleep(0.02)
+        [shadow] = legacy_sim.calls.values()
+        assert shadow.active
+
+        async def publish(state: dict[str, Any]) -> bool:
+            return await handoff.release(gateway.cluster, "r", call.route, call.conversation, state)
+
+        assert await call.hand_off(publish)
+        # the shadow cannot move with the call: its conversation is ended, not left to expire
+        await asyncio.wait_for(shadow.ended.wait(), 5)
+        assert shadow.disconnect is not None
