@@ -154,9 +154,16 @@ def _config_check(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.cluster:
+        from bridge.sim.cluster_demo import run_cluster_demo
+
+        if args.serve:
+            print("error: --serve is not available with --cluster", file=sys.stderr)
+            return 2
+        return run_cluster_demo(calls=args.calls)
     from bridge.sim.demo import run_demo
 
-    return asyncio.run(run_demo(calls=args.calls, serve=args.serve))
+    return asyncio.run(run_demo(calls=1 if args.calls is None else args.calls, serve=args.serve))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,9 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(run=_serve)
     demo = sub.add_parser("demo", help="bridge + simulators on loopback, scripted calls")
-    demo.add_argument("--calls", type=int, default=1, help="times to run each scenario")
+    demo.add_argument(
+        "--calls",
+        type=int,
+        default=None,
+        help="times to run each scenario (default 1); with --cluster: calls to play (default 18)",
+    )
     demo.add_argument(
         "--serve", action="store_true", help="keep the bridge and console up after the report"
+    )
+    demo.add_argument(
+        "--cluster",
+        action="store_true",
+        help="3 instances sharing redis-server behind nginx, one killed and one restarted mid-run",
     )
     demo.set_defaults(run=_demo)
     mappings = sub.add_parser("mappings", help="mapping files")
