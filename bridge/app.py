@@ -144,6 +144,8 @@ class Gateway:
             calls=lambda: len(self.calls),
             listen_url=f"http://{config.listen}",
         )
+        self.cluster.on_store_back = self._store_back
+        self._rewriting: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
     async def adoption_lock(self, route: str, conversation_id: str) -> AsyncIterator[None]:
@@ -168,6 +170,28 @@ class Gateway:
         )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def _store_back(self) -> None:
+        if self._rewriting is None or self._rewriting.done():
+            self._rewriting = asyncio.get_running_loop().create_task(self._rewrite_records())
+
+    async def _rewrite_records(self) -> None:
+        """The store is back (or came back empty): every call here gets its record again, so
+        the fleet can find it (a call created while Redis was down included). A call another
+        instance took over meanwhile leaves this one without being ended: it goes on there."""
+        calls = self.calls.all()
+        results = await asyncio.gather(
+            *(handoff.rewrite(self.cluster, c.route_name, c.route, c) for c in calls),
+            return_exceptions=True,
+        )
+        written = sum(1 for r in results if r is True)
+        for call, result in zip(calls, results, strict=True):
+            if result is False and await call.hand_off(_already_elsewhere):
+                self.calls.remove(call, ended=False)
+                self.streams.pop((call.route_name, call.conversation.conversation_id), None)
+                log.warning("a call was taken over elsewhere while the store was away")
+        if calls:
+            log.info("state store back: %d of %d call record(s) written again", written, len(calls))
 
     def swap(self, config: Config, engine: Engine) -> None:
         """Atomically switch to a new config and mappings; calls in flight keep theirs.
@@ -300,6 +324,10 @@ class Gateway:
         self.prune_streams()
         await drain_closing()
         return len(remaining)
+
+
+async def _already_elsewhere(state: dict[str, object]) -> bool:
+    return True  # its record belongs to the instance that took it over: nothing to write
 
 
 GatewayKey = web.AppKey("gateway", Gateway)

@@ -49,6 +49,10 @@ class Cluster:
         self._calls = calls
         self.store_up = True
         self.draining = False  # announced with every heartbeat once set
+        # Called when the store is back after being down or losing this instance's data
+        # (restarted empty): the gateway writes its calls' records again.
+        self.on_store_back: Callable[[], None] | None = None
+        self._announced = False
         if store is None:
             if settings.redis_url is None:
                 store = MemoryStore()
@@ -80,14 +84,21 @@ class Cluster:
     async def beat(self) -> None:
         """One heartbeat; marks the store up again when it answers."""
         try:
-            await self.store.heartbeat(self.info(), self.lease_s)
+            present = await self.store.heartbeat(self.info(), self.lease_s)
             live = await self.store.instances()
         except StoreUnavailable:
             return
         self._metrics.cluster_instances.set(max(1, len(live)))
+        lost = self._announced and not present
         if not self.store_up:
             log.info("state store reachable again")
+        elif lost:
+            log.warning("the state store lost this instance's lease (restarted or evicted)")
+        back = (not self.store_up or lost) and self.shared
         self.store_up = True
+        self._announced = True
+        if back and self.on_store_back is not None:
+            self.on_store_back()
 
     async def run(self) -> None:
         """Heartbeat until cancelled."""

@@ -153,6 +153,18 @@ async def save_started(
         await cluster.store.save(key, rec, cluster.instance_id, record_ttl_s(route))
 
 
+async def rewrite(cluster: Cluster, route_name: str, route: Route, call: _Snapshotting) -> bool:
+    """Write a call's record again (the store came back, maybe empty): started or, if no turn
+    has been answered yet, created — owned by this instance either way. False when another
+    instance owns the call now (it took it over while this one could not write)."""
+    session = call.snapshot()
+    rec = record(route_name, call.conversation, "created" if session is None else "started")
+    if session is not None:
+        rec["session"] = session
+    key = CallKey(route_name, call.conversation.conversation_id)
+    return await cluster.store.save_if_ours(key, rec, cluster.instance_id, record_ttl_s(route))
+
+
 async def release(
     cluster: Cluster,
     route_name: str,

@@ -100,8 +100,15 @@ class CallStore(Protocol):
         """Give up ownership (handoff) if we hold it; the snapshot stays for the next owner."""
         ...
 
-    async def heartbeat(self, info: InstanceInfo, lease_s: float) -> None:
-        """Announce this instance alive for `lease_s` more seconds."""
+    async def heartbeat(self, info: InstanceInfo, lease_s: float) -> bool:
+        """Announce this instance alive for `lease_s` more seconds; False when its previous
+        announcement was gone (first beat, a lapsed lease, or a store that lost its data)."""
+        ...
+
+    async def save_if_ours(
+        self, key: CallKey, state: Mapping[str, Any], owner: str, ttl_s: float
+    ) -> bool:
+        """`save`, unless another instance owns the call now (it took it over): False then."""
         ...
 
     async def leave(self, instance_id: str) -> None:
@@ -175,8 +182,19 @@ class MemoryStore:
         self._calls[key] = (found[0], "", found[2])
         return True
 
-    async def heartbeat(self, info: InstanceInfo, lease_s: float) -> None:
+    async def heartbeat(self, info: InstanceInfo, lease_s: float) -> bool:
+        present = self._alive(info.id) is not None
         self._instances[info.id] = (info, self._clock() + lease_s)
+        return present
+
+    async def save_if_ours(
+        self, key: CallKey, state: Mapping[str, Any], owner: str, ttl_s: float
+    ) -> bool:
+        found = self._live_call(key)
+        if found is not None and found[1] not in ("", owner):
+            return False
+        await self.save(key, state, owner, ttl_s)
+        return True
 
     async def leave(self, instance_id: str) -> None:
         self._instances.pop(instance_id, None)
@@ -207,6 +225,15 @@ return {'claimed', owner}
 _SAVE = """
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'owner', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+"""
+
+# The same, unless another instance owns the call: 0 then (it was taken over meanwhile).
+_SAVE_IF_OURS = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= '' and owner ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'owner', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
 """
 
 # KEYS[1] = the call's hash, ARGV[1] = the releaser.
@@ -248,6 +275,7 @@ class RedisStore:
         self._on_error = on_error
         self._claim = self._redis.register_script(_CLAIM)
         self._release = self._redis.register_script(_RELEASE)
+        self._save_if_ours = self._redis.register_script(_SAVE_IF_OURS)
         self._writes = GroupCommit(
             self._redis,
             self._redis.register_script(_SAVE),
@@ -314,15 +342,29 @@ class RedisStore:
         except (RedisError, OSError) as exc:
             raise self._failed("release", exc) from None
 
-    async def heartbeat(self, info: InstanceInfo, lease_s: float) -> None:
+    async def heartbeat(self, info: InstanceInfo, lease_s: float) -> bool:
         try:
-            await self._redis.set(
+            previous = await self._redis.set(
                 self._instance_key(info.id),
                 jsontext.dumps(info.as_json()),
                 px=max(1, int(lease_s * 1000)),
+                get=True,
             )
         except (RedisError, OSError) as exc:
             raise self._failed("heartbeat", exc) from None
+        return previous is not None
+
+    async def save_if_ours(
+        self, key: CallKey, state: Mapping[str, Any], owner: str, ttl_s: float
+    ) -> bool:
+        try:
+            written = await self._save_if_ours(
+                keys=[key.redis_key()],
+                args=[jsontext.dumps(state), owner, max(1, int(ttl_s * 1000))],
+            )
+        except (RedisError, OSError) as exc:
+            raise self._failed("save", exc) from None
+        return bool(written)
 
     async def leave(self, instance_id: str) -> None:
         try:

@@ -26,6 +26,7 @@ class Upstream:
 
     instance: int
     hang_up: bool = False  # read the request, then drop the connection without an answer
+    refuse: bool = False  # answer 503, as a draining bridge does for a call it handed off
     seen: list[str] = field(default_factory=list)
     peers: set[tuple[str, int]] = field(default_factory=set)
     runner: web.AppRunner | None = None
@@ -57,6 +58,8 @@ class Upstream:
         if self.hang_up:
             transport.abort()
             return web.Response()
+        if self.refuse:
+            return web.json_response({"error": "draining"}, status=503)
         about: dict[str, Any] = {
             "instance": self.instance,
             "path": request.path,
@@ -214,6 +217,17 @@ async def test_a_post_to_a_failed_instance_is_retried_on_another(
         tried = f"POST {ROUTE}/conversation/{convs[0]}/activities"
         assert fleet.upstreams[victim].seen.count(tried) == 1
         assert "prematurely closed" in fleet.nginx.error_log()
+
+
+async def test_a_503_is_retried_on_another_instance(fleet: Fleet) -> None:
+    # the bridge answers 503 only before anything reached a bot: safe to send on, POSTs too
+    convs = random_ids(30)
+    victim = (await fleet.placement(convs))[convs[0]]
+    fleet.upstreams[victim].refuse = True
+    answer = await fleet.post(fleet.conversation(convs[0], "activities"), data=b"{}")
+    assert answer["instance"] != victim
+    tried = f"POST {ROUTE}/conversation/{convs[0]}/activities"
+    assert fleet.upstreams[victim].seen.count(tried) == 1
 
 
 async def test_authorization_body_and_forwarding_headers_reach_the_upstream(

@@ -313,3 +313,42 @@ async def test_a_handed_off_calls_shadow_is_ended_where_it_ran(
         # the shadow cannot move with the call: its conversation is ended, not left to expire
         await asyncio.wait_for(shadow.ended.wait(), 5)
         assert shadow.disconnect is not None
+
+
+async def _eventually_forwarded(b: RunningBridge, conversation: str, step: int) -> Any:
+    for _ in range(40):  # until a's next heartbeat has written its records again
+        status, body = await _turn(b, conversation, step)
+        if status == 200:
+            return body
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"never served: {status} {body}")
+
+
+@pytest.mark.parametrize("fault", ["restarted", "flushed"])
+async def test_records_are_written_again_when_redis_comes_back_empty(
+    fault: str, redis_server: RedisServer, vg_sim: VGEndpointSim, bridge_factory: BridgeFactory
+) -> None:
+    a, b = await _fleet(redis_server, vg_sim, bridge_factory, "a", "b")
+    started = await _create(a)
+    assert (await _turn(a, started, 0))[0] == 200  # a owns it
+    if fault == "restarted":
+        redis_server.stop()
+        conversation = str(uuid.uuid4())
+        status, _ = await _post(a, "/ac/r", {"conversation": conversation})
+        assert status == 200  # made while Redis is down: a serves it alone
+        assert (await _turn(a, conversation, 0))[0] == 200
+        redis_server.start()  # empty
+        made_while_down = [conversation]
+    else:  # emptied between two heartbeats: no error ever seen, the lease is simply gone
+        store = RedisStore(redis_server.url)
+        try:
+            await store.client.flushall()
+        finally:
+            await store.close()
+        made_while_down = []
+
+    for conversation in (started, *made_while_down):  # b finds them and forwards to a
+        assert _texts(await _eventually_forwarded(b, conversation, 1))
+    assert b.metric("acvg_forwarded_requests_total", route="r") >= 1 + len(made_while_down)
+    assert len(b.app[GatewayKey].calls) == 0
+    assert len(vg_sim.calls) == 1 + len(made_while_down)  # never started twice

@@ -88,6 +88,23 @@ async def test_instances_lists_the_live_ones(store: CallStore) -> None:
     assert await store.instances() == [draining]  # announced, so peers send it nothing
 
 
+async def test_heartbeat_says_whether_the_lease_was_still_there(store: CallStore) -> None:
+    assert not await store.heartbeat(_info("a"), lease_s=30)  # the first announcement
+    assert await store.heartbeat(_info("a"), lease_s=30)
+    await store.leave("a")  # as a store restarted empty would have it
+    assert not await store.heartbeat(_info("a"), lease_s=30)
+
+
+async def test_save_if_ours_never_takes_a_call_back(store: CallStore) -> None:
+    assert await store.save_if_ours(KEY, STATE, "a", ttl_s=60)  # no record: written
+    assert await store.save_if_ours(KEY, STATE, "a", ttl_s=60)  # ours: written
+    await store.save(KEY, STATE, "", ttl_s=60)
+    assert await store.save_if_ours(KEY, {"turn": 9}, "a", ttl_s=60)  # released: ours again
+    await store.save(KEY, STATE, "b", ttl_s=60)  # b took it over meanwhile
+    assert not await store.save_if_ours(KEY, {"turn": 10}, "a", ttl_s=60)
+    assert await store.load(KEY) == (STATE, "b")
+
+
 async def test_memory_store_leases_and_records_expire() -> None:
     clock = Clock()
     store = MemoryStore(clock)

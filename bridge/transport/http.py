@@ -102,6 +102,9 @@ def _route_handler(handler: Handler) -> Callable[[web.Request], Awaitable[web.St
             rejected.labels(name, "too_large").inc()
             limit = gateway.config.max_body_bytes
             return error_response(413, "too_large", f"request body exceeds {limit} bytes")
+        except ConnectionResetError:  # the client went away (e.g. during a socket handshake)
+            rejected.labels(name, "bad_request").inc()
+            return error_response(400, "bad_request", "the client closed the connection")
         except web.HTTPClientError as exc:  # e.g. an `Upgrade: websocket` that is no handshake
             rejected.labels(name, "bad_request").inc()
             return error_response(exc.status, "bad_request", exc.text or exc.reason)
@@ -135,6 +138,11 @@ async def _claim(
                 reply = await handoff.forward(request, http, peer, cluster, gateway.metrics, name)
                 if reply is not None:
                     return reply
+        if gateway.draining and upgrade and not forwarded:
+            # a push socket for a call this instance handed off: nginx retries it elsewhere
+            raise AudioCodesProtocolError(
+                "the gateway is shutting down", status=503, reason="draining"
+            )
         if gateway.draining and forwarded:
             # sent here before this instance handed the call off: the sender claims it now
             raise AudioCodesProtocolError(
