@@ -19,7 +19,7 @@ import json
 import math
 import random
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -135,6 +135,8 @@ class DivergenceLog:
         self.max_bytes = max_bytes
         self._rng = rng if rng is not None else random.Random()
         self._recent: deque[dict[str, Any]] = deque(maxlen=max(1, recent_size))
+        # sees every entry taken (the console shares them with the fleet); must not raise
+        self.on_record: Callable[[dict[str, Any]], None] | None = None
         self.written = 0
         self.sampled_out = 0
         self.dropped = 0
@@ -162,6 +164,8 @@ class DivergenceLog:
             return False
         entry = self._entry(route, conversation_id, turn, comparison, now or datetime.now(UTC))
         self._recent.append(entry)
+        if self.on_record is not None:
+            self.on_record(entry)
         self._write(entry)
         return True
 

@@ -6,6 +6,9 @@ it was taken (seconds since the epoch, passed in). Each step (60 s by default) b
 of what happened in it: the difference between the first reading of the step and the first of
 the next. The step in progress is reported too, marked `partial`. Samples older than the span
 (an hour) are dropped. A counter that went backwards (a reset) counts from zero.
+
+Across a fleet, `FleetReading` turns the readings of instances that come and go into one
+cumulative reading that never goes backwards, for the same `History`.
 """
 
 from __future__ import annotations
@@ -16,35 +19,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.console.figures import Figures, Turns, read_figures
 from bridge.metrics import Metrics
 
 __all__ = [
+    "FleetReading",
     "History",
     "PathPoint",
     "Reading",
     "RoutePoint",
     "Sample",
     "Turns",
+    "figures_reading",
     "histogram_quantile",
     "read_metrics",
 ]
 
 PATHS = ("legacy", "voicegateway")
-
-
-@dataclass(frozen=True)
-class Turns:
-    """A cumulative turn-latency histogram: count and `(upper bound, cumulative count)` rows."""
-
-    count: float = 0.0
-    buckets: tuple[tuple[float, float], ...] = ()
-
-    def minus(self, earlier: Turns) -> Turns:
-        if self.count < earlier.count:
-            return self
-        before = dict(earlier.buckets)
-        rows = tuple((le, max(0.0, n - before.get(le, 0.0))) for le, n in self.buckets)
-        return Turns(self.count - earlier.count, rows)
 
 
 @dataclass(frozen=True)
@@ -57,33 +48,62 @@ class Reading:
     turns: Mapping[tuple[str, str], Turns] = field(default_factory=dict)
 
 
+def figures_reading(figures: Figures) -> Reading:
+    """The `Reading` of an instance's (or a fleet's) figures."""
+    comparisons: dict[str, tuple[float, float]] = {}
+    for (route, _, result), value in figures.comparisons.items():
+        match, total = comparisons.get(route, (0.0, 0.0))
+        comparisons[route] = (match + (value if result == "match" else 0.0), total + value)
+    return Reading(comparisons, dict(figures.turns))
+
+
 def read_metrics(metrics: Metrics) -> Reading:
     """The `Reading` of a metrics registry now."""
+    return figures_reading(read_figures(metrics))
+
+
+def _since(earlier: Reading, later: Reading) -> Reading:
+    """What `later` counted since `earlier`, per key of `later`; a count that went backwards
+    (a reset) counts from zero."""
     comparisons: dict[str, tuple[float, float]] = {}
-    for family in metrics.shadow_comparisons.collect():
-        for sample in family.samples:
-            if not sample.name.endswith("_total"):
-                continue
-            route = sample.labels["route"]
-            match, total = comparisons.get(route, (0.0, 0.0))
-            hit = sample.value if sample.labels["result"] == "match" else 0.0
-            comparisons[route] = (match + hit, total + sample.value)
-    counts: dict[tuple[str, str], float] = {}
-    buckets: dict[tuple[str, str], dict[float, float]] = {}
-    for family in metrics.turn_duration.collect():
-        for sample in family.samples:
-            key = (sample.labels["route"], sample.labels["path"])
-            if sample.name.endswith("_count"):
-                counts[key] = counts.get(key, 0.0) + sample.value
-            elif sample.name.endswith("_bucket"):
-                per = buckets.setdefault(key, {})
-                le = float(sample.labels["le"])
-                per[le] = per.get(le, 0.0) + sample.value
-    turns = {
-        key: Turns(count, tuple(sorted(buckets.get(key, {}).items())))
-        for key, count in counts.items()
-    }
+    for name, (match, total) in later.comparisons.items():
+        match0, total0 = earlier.comparisons.get(name, (0.0, 0.0))
+        if total < total0:
+            match0 = total0 = 0.0
+        comparisons[name] = (match - match0, total - total0)
+    turns = {key: t.minus(earlier.turns.get(key, Turns())) for key, t in later.turns.items()}
     return Reading(comparisons, turns)
+
+
+def _plus(one: Reading, other: Reading) -> Reading:
+    comparisons = dict(one.comparisons)
+    for name, (match, total) in other.comparisons.items():
+        match0, total0 = comparisons.get(name, (0.0, 0.0))
+        comparisons[name] = (match0 + match, total0 + total)
+    turns = dict(one.turns)
+    for key, t in other.turns.items():
+        turns[key] = turns.get(key, Turns()).plus(t)
+    return Reading(comparisons, turns)
+
+
+class FleetReading:
+    """One cumulative reading for a fleet whose instances come and go: the sum of what each
+    instance counted while it was observed. An instance's first reading is its baseline (what it
+    counted before is not added); one that is no longer observed keeps what it added, and starts
+    from a new baseline if it is observed again."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, Reading] = {}
+        self._total = Reading()
+
+    def observe(self, readings: Mapping[str, Reading]) -> Reading:
+        """Take each instance's reading now (by instance id); the fleet's cumulative reading."""
+        for name, reading in readings.items():
+            before = self._last.get(name)
+            if before is not None:
+                self._total = _plus(self._total, _since(before, reading))
+        self._last = dict(readings)
+        return self._total
 
 
 def histogram_quantile(buckets: Sequence[tuple[float, float]], q: float) -> float | None:
@@ -144,29 +164,23 @@ class Sample:
 
 
 def _between(earlier: Reading, later: Reading, start: float, partial: bool) -> Sample:
-    names = {*later.comparisons, *(route for route, _ in later.turns)}
+    delta = _since(earlier, later)
+    names = {*delta.comparisons, *(route for route, _ in delta.turns)}
     routes: dict[str, RoutePoint] = {}
     for name in sorted(names):
-        match, total = later.comparisons.get(name, (0.0, 0.0))
-        match0, total0 = earlier.comparisons.get(name, (0.0, 0.0))
-        if total < total0:
-            match0 = total0 = 0.0
-        compared = total - total0
+        match, compared = delta.comparisons.get(name, (0.0, 0.0))
         latency: dict[str, PathPoint] = {}
         for path in PATHS:
-            now_turns = later.turns.get((name, path))
-            if now_turns is None:
-                continue
-            delta = now_turns.minus(earlier.turns.get((name, path), Turns()))
-            if delta.count > 0:
+            turns = delta.turns.get((name, path))
+            if turns is not None and turns.count > 0:
                 latency[path] = PathPoint(
-                    round(delta.count),
-                    histogram_quantile(delta.buckets, 0.5),
-                    histogram_quantile(delta.buckets, 0.95),
+                    round(turns.count),
+                    histogram_quantile(turns.buckets, 0.5),
+                    histogram_quantile(turns.buckets, 0.95),
                 )
         if compared <= 0 and not latency:
             continue
-        rate = (match - match0) / compared if compared > 0 else None
+        rate = match / compared if compared > 0 else None
         routes[name] = RoutePoint(round(compared), rate, latency)
     return Sample(start, partial, routes)
 

@@ -6,7 +6,7 @@ and load without a token, so the page can show its login form. Every data endpoi
 and rejections are counted under the route label `_admin`, like the admin API:
 
 - `GET /console/api/state`: routes (policy, split, readiness, latency), thresholds, history,
-  audit;
+  audit, and `fleet` (null for one instance without a shared store);
 - `GET /console/api/divergences?route=&node=&limit=`: recent non-matching items, newest first;
 - `GET /console/api/stream`: `text/event-stream`, `state` every second, `divergences` when new;
 - `POST /console/api/routes/{route}/migration`: `{"voicegateway_percent": N}` and/or
@@ -14,6 +14,11 @@ and rejections are counted under the route label `_admin`, like the admin API:
 
 At app creation the override file beside the config is applied, so a restarted bridge keeps what
 the console changed; a background task samples the metrics into the history every few seconds.
+
+With a shared store the figures, the history and the divergences are the fleet's, whichever
+instance serves the page (bridge/console/exchange.py shares them): `fleet` lists the live
+instances and says whether the figures are the fleet's (`"figures": "fleet"`) or, while Redis
+cannot be read, this instance's only (`"local"`, with `"store": "down"` when Redis is down).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import contextlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,11 +37,21 @@ from typing import Any
 from aiohttp import web
 
 from bridge.app import Gateway, GatewayKey
+from bridge.cluster import Cluster
+from bridge.console.exchange import Exchange
+from bridge.console.figures import Figures, read_figures
 from bridge.console.fleet import announce_steering, fleet_sync
-from bridge.console.history import History, read_metrics
+from bridge.console.history import FleetReading, History, figures_reading
 from bridge.console.steering import AuditLog, SteeringError, audit_path, parse_change, steer
-from bridge.console.view import divergence_items, route_views, thresholds
+from bridge.console.view import (
+    divergence_items,
+    fleet_view,
+    merged_entries,
+    route_views,
+    thresholds,
+)
 from bridge.reload import apply_overrides, overrides_path, read_overrides
+from bridge.store import RedisStore
 
 __all__ = ["ADMIN_NAME", "Console", "ConsoleKey", "add_console_routes"]
 
@@ -47,6 +62,7 @@ SAMPLE_EVERY_S = 5.0
 STREAM_EVERY_S = 1.0
 DIVERGENCES_SENT = 200
 MAX_LIMIT = 500
+STATUS_FRESH_S = 1.0  # how long the fleet's membership read for one state is reused
 _TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -67,16 +83,38 @@ _PAGE_HEADERS = {
 
 @dataclass
 class Console:
-    """The console's state in one app: history, audit log, stream pacing and its stop signal."""
+    """The console's state in one app: history, audit log, stream pacing and its stop signal;
+    with a shared store, what the fleet shares (`exchange`) and its membership, as last read."""
 
     audit: AuditLog
     history: History = field(default_factory=History)
     stream_every_s: float = STREAM_EVERY_S
     sample_every_s: float = SAMPLE_EVERY_S
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    exchange: Exchange | None = None
+    fleet_reading: FleetReading = field(default_factory=FleetReading)
+    _status: dict[str, Any] | None = None
+    _status_at: float = 0.0
+    _status_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    def sample(self, gateway: Gateway) -> None:
-        self.history.observe(read_metrics(gateway.metrics), time.time())
+    def sample(self, gateway: Gateway, local: Figures | None = None) -> None:
+        """Take this instance's figures (`local`, or read now) into the history; with a shared
+        store, with the other instances' as last read."""
+        reading = figures_reading(read_figures(gateway.metrics) if local is None else local)
+        exchange = self.exchange
+        if exchange is not None:
+            others = exchange.others if exchange.others_read else {}
+            readings = {name: figures_reading(f) for name, f in others.items()}
+            reading = self.fleet_reading.observe({**readings, exchange.instance_id: reading})
+        self.history.observe(reading, time.time())
+
+    async def fleet_status(self, cluster: Cluster) -> dict[str, Any]:
+        """`cluster.status()`, read at most once per `STATUS_FRESH_S` however many ask."""
+        async with self._status_lock:
+            if self._status is None or time.monotonic() - self._status_at >= STATUS_FRESH_S:
+                self._status = await cluster.status()
+                self._status_at = time.monotonic()
+            return self._status
 
     def audit_for(self, gateway: Gateway) -> AuditLog:
         """The audit log beside the gateway's config file now (it may be set after startup)."""
@@ -139,15 +177,32 @@ def _file(path: Path) -> web.Response:
 # ---------------------------------------------------------------- data
 
 
-def _state(request: web.Request, gateway: Gateway) -> dict[str, Any]:
+async def _fleet(console: Console, gateway: Gateway, local: Figures) -> tuple[Any, Figures]:
+    """The state's `fleet` and the figures its routes show (this instance's without a shared
+    store)."""
+    exchange = console.exchange
+    if exchange is None:
+        return None, local
+    status = dict(await console.fleet_status(gateway.cluster))
+    mine = gateway.cluster.info().as_json()  # this instance's entry, fresh rather than as beaten
+    status["instances"] = sorted(
+        [i for i in status["instances"] if i["id"] != mine["id"]] + [mine], key=lambda i: i["id"]
+    )
+    return fleet_view(status, local, exchange.others, others_read=exchange.others_read)
+
+
+async def _state(request: web.Request, gateway: Gateway) -> dict[str, Any]:
     console = request.app[ConsoleKey]
-    console.sample(gateway)
+    local = read_figures(gateway.metrics)
+    console.sample(gateway, local)
+    fleet, figures = await _fleet(console, gateway, local)
     return {
         "time": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "thresholds": thresholds(gateway.config.console),
         "steerable": gateway.config_path is not None,
         "draining": gateway.draining,
-        "routes": route_views(gateway.config, gateway.metrics),
+        "routes": route_views(gateway.config, figures),
+        "fleet": fleet,
         "history": {
             "step_s": console.history.step_s,
             "span_s": console.history.span_s,
@@ -162,7 +217,22 @@ def _json(body: Any, status: int = 200) -> web.Response:
 
 
 async def state(request: web.Request, gateway: Gateway) -> web.Response:
-    return _json(_state(request, gateway))
+    return _json(await _state(request, gateway))
+
+
+def _fleet_readable(console: Console, gateway: Gateway) -> Exchange | None:
+    """The exchange to read the fleet's divergences from, unless Redis is known to be down (a
+    console request should not wait out its timeout)."""
+    return console.exchange if gateway.cluster.store_up else None
+
+
+async def _divergence_entries(console: Console, gateway: Gateway) -> list[Mapping[str, Any]]:
+    """This instance's divergence entries, with the fleet's when a shared store answers (those
+    of this instance not pushed yet, or lost with a restarted Redis, are still in its ring)."""
+    local: list[Mapping[str, Any]] = list(gateway.divergence.recent(limit=1_000_000))
+    exchange = _fleet_readable(console, gateway)
+    fleet = None if exchange is None else await exchange.divergences()
+    return local if fleet is None else merged_entries(fleet, local)
 
 
 async def divergences(request: web.Request, gateway: Gateway) -> web.Response:
@@ -174,7 +244,7 @@ async def divergences(request: web.Request, gateway: Gateway) -> web.Response:
     if route is not None and route not in gateway.config.routes:
         return _error(gateway, 400, "bad_request", f"route: no route {route!r}")
     items = divergence_items(
-        gateway.divergence.recent(limit=1_000_000),
+        await _divergence_entries(request.app[ConsoleKey], gateway),
         route=route,
         node=query.get("node") or None,
         limit=int(raw_limit),
@@ -182,12 +252,15 @@ async def divergences(request: web.Request, gateway: Gateway) -> web.Response:
     return _json({"divergences": items})
 
 
-def _divergence_mark(gateway: Gateway) -> str:
+async def _divergence_mark(console: Console, gateway: Gateway) -> str:
     newest = gateway.divergence.recent(1)
-    if not newest:
-        return ""
-    entry = newest[0]
-    return f"{entry.get('time')}|{entry.get('conversation_id')}|{entry.get('turn')}"
+    mark = ""
+    if newest:
+        entry = newest[0]
+        mark = f"{entry.get('time')}|{entry.get('conversation_id')}|{entry.get('turn')}"
+    exchange = _fleet_readable(console, gateway)
+    fleet = None if exchange is None else await exchange.divergence_mark()
+    return mark if fleet is None else f"{mark}|fleet:{fleet}"
 
 
 def _event(name: str, body: Any) -> bytes:
@@ -208,12 +281,12 @@ async def stream(request: web.Request, gateway: Gateway) -> web.StreamResponse:
     mark: str | None = None
     try:
         while not console.stopping.is_set():
-            await response.write(_event("state", _state(request, gateway)))
-            now_mark = _divergence_mark(gateway)
+            await response.write(_event("state", await _state(request, gateway)))
+            now_mark = await _divergence_mark(console, gateway)
             if now_mark != mark:
                 mark = now_mark
                 items = divergence_items(
-                    gateway.divergence.recent(limit=1_000_000), limit=DIVERGENCES_SENT
+                    await _divergence_entries(console, gateway), limit=DIVERGENCES_SENT
                 )
                 await response.write(_event("divergences", {"divergences": items}))
             with contextlib.suppress(TimeoutError):
@@ -267,7 +340,9 @@ def add_console_routes(app: web.Application) -> None:
     gateway = app[GatewayKey]
     _apply_saved_overrides(gateway)
     path = gateway.config_path
-    app[ConsoleKey] = Console(AuditLog(audit_path(path) if path is not None else None))
+    app[ConsoleKey] = Console(
+        AuditLog(audit_path(path) if path is not None else None), exchange=_exchange_for(gateway)
+    )
     app.add_routes(
         [
             web.get("/console", page),
@@ -280,8 +355,19 @@ def add_console_routes(app: web.Application) -> None:
         ]
     )
     app.cleanup_ctx.append(_sampler)
+    app.cleanup_ctx.append(_sharing)
     app.cleanup_ctx.append(fleet_sync(app[ConsoleKey].audit_for))
     app.on_shutdown.append(_stop_streams)
+
+
+def _exchange_for(gateway: Gateway) -> Exchange | None:
+    cluster = gateway.cluster
+    store = cluster.store
+    if not isinstance(store, RedisStore):
+        return None
+    # counted like every other failed store operation (acvg_store_errors_total{op})
+    on_error = cluster._store_error
+    return Exchange(store.client, cluster.instance_id, cluster.lease_s, on_error)
 
 
 async def _stop_streams(app: web.Application) -> None:
@@ -299,6 +385,25 @@ async def _sampler(app: web.Application) -> AsyncIterator[None]:
 
     task = asyncio.create_task(scan())
     yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _sharing(app: web.Application) -> AsyncIterator[None]:
+    """With a shared store: this instance's divergences and figures go to the fleet, until the
+    app shuts down (bridge/console/exchange.py)."""
+    console, gateway = app[ConsoleKey], app[GatewayKey]
+    exchange = console.exchange
+    if exchange is None:
+        yield
+        return
+    gateway.divergence.on_record = exchange.offer
+    task = asyncio.create_task(
+        exchange.run(lambda: read_figures(gateway.metrics), console.stopping)
+    )
+    yield
+    gateway.divergence.on_record = None
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

@@ -1,8 +1,9 @@
 """What the console shows, as JSON-ready dicts: per route the split, the policy, readiness per
-node and latency per path; the divergences, filtered and flattened.
+node and latency per path; the divergences, filtered and flattened; the fleet's instances.
 
-Pure: reads the config, the in-memory metrics registry and divergence entries handed in; no I/O.
-Never contains tokens or upstream URLs (the policy comes from `describe_routes`).
+Pure: reads the config, the figures (one instance's or a fleet's, bridge/console/figures.py) and
+divergence entries handed in; no I/O. Never contains tokens or upstream URLs (the policy comes
+from `describe_routes`).
 """
 
 from __future__ import annotations
@@ -10,14 +11,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from prometheus_client.metrics import MetricWrapperBase
-
 from bridge.config import Config, ConsoleSettings
-from bridge.console.history import PATHS, histogram_quantile, read_metrics
-from bridge.metrics import Metrics
+from bridge.console.figures import Figures, sum_figures
+from bridge.console.history import PATHS, histogram_quantile
 from bridge.reload import describe_routes
 
-__all__ = ["Verdict", "divergence_items", "route_views", "thresholds", "verdict"]
+__all__ = [
+    "Verdict",
+    "divergence_items",
+    "fleet_view",
+    "merged_entries",
+    "route_views",
+    "thresholds",
+    "verdict",
+]
 
 Verdict = Literal["ready", "needs review", "not enough data"]
 RESULTS = ("match", "mismatch", "missing", "extra")
@@ -49,17 +56,6 @@ def thresholds(settings: ConsoleSettings) -> dict[str, Any]:
     }
 
 
-def _sum_by(metric: MetricWrapperBase, suffix: str, *labels: str) -> dict[tuple[str, ...], float]:
-    out: dict[tuple[str, ...], float] = {}
-    for family in metric.collect():
-        for sample in family.samples:
-            if suffix and not sample.name.endswith(suffix):
-                continue
-            key = tuple(sample.labels[label] for label in labels)
-            out[key] = out.get(key, 0.0) + sample.value
-    return out
-
-
 def _readiness_row(
     settings: ConsoleSettings, node: str, counts: Mapping[str, float]
 ) -> dict[str, Any]:
@@ -76,14 +72,11 @@ def _readiness_row(
     }
 
 
-def route_views(config: Config, metrics: Metrics) -> list[dict[str, Any]]:
+def route_views(config: Config, figures: Figures) -> list[dict[str, Any]]:
     """One view per configured route, in config order (see the module doc)."""
     policies = describe_routes(config)["routes"]
-    started = _sum_by(metrics.calls_started, "_total", "route", "path", "role")
-    active = _sum_by(metrics.calls_active, "", "route", "path", "role")
-    decisions = _sum_by(metrics.routing_decisions, "_total", "route", "path", "reason")
-    compared = _sum_by(metrics.shadow_comparisons, "_total", "route", "node", "result")
-    turns = read_metrics(metrics).turns
+    started, active = figures.started, figures.active
+    decisions, compared, turns = figures.decisions, figures.comparisons, figures.turns
     settings = config.console
     views = []
     for name in config.routes:
@@ -135,6 +128,64 @@ def route_views(config: Config, metrics: Metrics) -> list[dict[str, Any]]:
             }
         )
     return views
+
+
+def fleet_view(
+    status: Mapping[str, Any],
+    local: Figures,
+    others: Mapping[str, Figures],
+    *,
+    others_read: bool,
+) -> tuple[dict[str, Any], Figures]:
+    """The state's `fleet` and the figures the routes show: this instance's own (`local`) and
+    those of the other instances `status` lists alive (`Cluster.status()`), summed; this
+    instance's own only while the store is down or the others' could not be read. Instances are
+    listed without their advertise URL."""
+    this = status["instance_id"]
+    shared = status["store"] == "ok" and others_read
+    counted = {this: local}
+    if shared:
+        for instance in status["instances"]:
+            found = others.get(instance["id"])
+            if instance["id"] != this and found is not None:
+                counted[instance["id"]] = found
+    instances = [
+        {
+            "id": instance["id"],
+            "calls": instance["calls"],
+            "draining": instance["draining"],
+            "last_seen": instance["last_seen"],
+            "this": instance["id"] == this,
+            "counted": instance["id"] in counted,
+            "calls_started": (
+                counted[instance["id"]].calls_started() if instance["id"] in counted else None
+            ),
+        }
+        for instance in status["instances"]
+    ]
+    fleet = {
+        "store": status["store"],
+        "instance_id": this,
+        "figures": "fleet" if shared else "local",
+        "instances": instances,
+    }
+    return fleet, sum_figures(counted.values())
+
+
+def merged_entries(*lists: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Divergence-log entries of several lists (the fleet's, this instance's ring) newest first,
+    each once: an entry is its route, conversation, turn and time."""
+    seen: set[tuple[Any, ...]] = set()
+    out: list[Mapping[str, Any]] = []
+    for entries in lists:
+        for entry in entries:
+            key = tuple(entry.get(k) for k in ("route", "conversation_id", "turn", "time"))
+            if key not in seen:
+                seen.add(key)
+                out.append(entry)
+    # ISO-8601 UTC times of one format: their text sorts as they do
+    out.sort(key=lambda e: str(e.get("time") or ""), reverse=True)
+    return out
 
 
 def divergence_items(

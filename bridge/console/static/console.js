@@ -150,12 +150,15 @@ function applyState(state) {
     "Verdict per node: ready at ≥ " + pct(t.ready_match_rate) + " match over at least " +
     t.min_samples + " comparisons; needs review below that (red below " +
     pct(t.review_match_rate) + "); not enough data under " + t.min_samples + " comparisons." +
-    " Counts since the bridge started.";
+    (state.fleet && state.fleet.figures === "fleet"
+      ? " Counts since each live instance started, summed over the fleet."
+      : " Counts since the bridge started.");
   $("clock").textContent = state.time.replace("T", " ").replace("Z", " UTC");
   const banner = $("banner");
   banner.hidden = !state.draining && state.steerable;
   banner.textContent = state.draining ? "The bridge is draining: new calls are refused."
     : "Steering is off: the bridge runs without a config file.";
+  renderFleet(state.fleet, state.time);
   const container = $("routes");
   const seen = new Set();
   for (const route of state.routes) {
@@ -411,6 +414,36 @@ function niceCeil(value) {
   const power = Math.pow(10, Math.floor(Math.log10(value)));
   for (const m of [1, 2, 5, 10]) if (m * power >= value) return m * power;
   return 10 * power;
+}
+
+// ------------------------------------------------------------------ fleet
+
+// Shown only with a shared store (state.fleet is null for one instance on its own).
+function renderFleet(fleet, time) {
+  const panel = $("fleet");
+  panel.hidden = !fleet;
+  if (!fleet) return;
+  const counted = fleet.instances.filter((i) => i.counted).length;
+  const live = fleet.instances.length;
+  $("fleet-hint").textContent = fleet.figures === "fleet"
+    ? "figures below are summed over " + counted + " of " + live + " live instance(s)"
+    : "figures below are this instance's only";
+  const warning = $("fleet-store");
+  warning.hidden = fleet.figures === "fleet";
+  const only = " those of " + fleet.instance_id + " only.";
+  warning.textContent = fleet.store === "down"
+    ? "The shared store (Redis) is unreachable: figures and divergences are" + only
+    : "The other instances' figures could not be read: figures are" + only;
+  const now = Date.parse(time) / 1000;
+  $("fleet-rows").replaceChildren(...fleet.instances.map((i) => el("tr",
+    { class: i.this ? "this" : null, "data-instance": i.id },
+    el("td", {}, i.id, i.this ? el("span", { class: "badge" }, "this console") : null),
+    el("td", { class: "num", "data-field": "calls" }, String(i.calls)),
+    el("td", { class: "num", "data-field": "calls-started" },
+      i.calls_started === null ? "–" : String(i.calls_started)),
+    el("td", { class: i.draining ? "state-draining" : "state-serving", "data-field": "state" },
+      i.draining ? "draining" : "serving"),
+    el("td", { class: "num" }, Math.max(0, Math.round(now - i.last_seen)) + " s ago"))));
 }
 
 // ------------------------------------------------------------------ divergences
