@@ -12,6 +12,10 @@ completeness are checked against what the upstream produced, not against what th
 A turn may lack its outputs only when an upstream fault cut it (the upstream never saw the input
 or its reply died with the socket): it overlaps a fault window that affects the call's path, or
 the bridge ended the call with a hangup in it. Those turns are counted, never silently passed.
+
+A fleet run (several instances behind a load balancer) also reports what the upstreams saw: a
+caller input that reached an upstream twice, or a call offered to the Voice Gateway anew
+(`session:new`) instead of reconnected, is a problem whatever the faults.
 """
 
 from __future__ import annotations
@@ -38,6 +42,14 @@ class FaultKind(StrEnum):
     VG_KILLED = "vg_killed"
     LEGACY_503 = "legacy_503"
     SLOW_SHADOW = "slow_shadow"
+    # a fleet run's faults
+    INSTANCE_KILLED = "instance_killed"  # SIGKILL of one bridge instance
+    ROLLING_RESTART = "rolling_restart"  # every instance in turn: SIGTERM, start again
+    REDIS_RESTART = "redis_restart"  # the shared store stopped and started again
+
+
+# Always among the figures' causes of cut turns; a fleet fault only once it happened.
+_UPSTREAM_FAULTS = (FaultKind.VG_KILLED, FaultKind.LEGACY_503, FaultKind.SLOW_SHADOW)
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,7 @@ class Turn:
     bye: bool
     statuses: list[int] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # what the bridge said with a non-200
     done_at: float | None = None  # when its last expected output arrived
 
     def expected(self) -> list[int]:
@@ -81,6 +94,8 @@ class CallRecord:
     end: EndKind | None = None
     end_status: int | None = None
     ended_at: float | None = None
+    create_error: str = ""  # what the bridge said with a non-200 create ...
+    end_error: str = ""  # ... or disconnect
 
 
 @dataclass(frozen=True)
@@ -91,6 +106,16 @@ class BridgeState:
     calls_active: Mapping[tuple[str, str, str], float]
     ready_calls: int
     error_lines: int
+
+
+@dataclass(frozen=True)
+class UpstreamState:
+    """What the upstreams saw more than once after a fleet run: per upstream, caller inputs
+    that reached it twice in one call; callers the Voice Gateway got a second `session:new` for
+    (a call started anew instead of reconnected)."""
+
+    duplicate_inputs: Mapping[str, int]
+    second_session_new: int = 0
 
 
 @dataclass(frozen=True)
@@ -121,6 +146,10 @@ def hangup_reason(activity: Mapping[str, Any]) -> str | None:
     return str(reason) if reason is not None else ""
 
 
+def _said(error: str) -> str:
+    return f" ({error})" if error else ""
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile (0..100), nearest rank; nan for no values."""
     if not values:
@@ -131,28 +160,55 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 class Ledger:
-    """Per-call records plus fault windows and the bridge's final state."""
+    """Per-call records plus fault windows and the bridge's final state. `hangups_cut`: a turn
+    in which the bridge hung up counts as cut by a fault (an upstream one made it); False when
+    no upstream fault is injected (a fleet run), where a bridge hangup is a call dropped."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, hangups_cut: bool = True) -> None:
+        self.hangups_cut = hangups_cut
         self.calls: dict[str, CallRecord] = {}
         self.faults: list[FaultWindow] = []
         self.bridge: BridgeState | None = None
+        self.upstream: UpstreamState | None = None
+        # requests that went wrong (call id, what) → when sent; for the figures' attribution
+        self._troubled: dict[tuple[str, str], float] = {}
 
     # ---- what the load generator reports -------------------------------------------------
 
     def call_created(
-        self, call_id: str, route: str, mode: str, path: str, status: int, now: float
+        self,
+        call_id: str,
+        route: str,
+        mode: str,
+        path: str,
+        status: int,
+        now: float,
+        *,
+        error: str = "",
     ) -> None:
-        self.calls[call_id] = CallRecord(call_id, route, mode, path, now, status)
+        self.calls[call_id] = CallRecord(
+            call_id, route, mode, path, now, status, create_error=error
+        )
 
     def turn_sent(self, call_id: str, index: int, now: float, *, bye: bool = False) -> None:
         self.calls[call_id].turns.append(Turn(index, now, bye))
 
     def turn_answered(
-        self, call_id: str, index: int, status: int, activities: Iterable[Any], now: float
+        self,
+        call_id: str,
+        index: int,
+        status: int,
+        activities: Iterable[Any],
+        now: float,
+        *,
+        error: str = "",
     ) -> None:
-        """The bot's reply to a turn (its HTTP answer); its activities count as outputs."""
-        self._turn(call_id, index).statuses.append(status)
+        """The bot's reply to a turn (its HTTP answer); its activities count as outputs.
+        `error`: what a refusal said (its error code and message)."""
+        turn = self._turn(call_id, index)
+        turn.statuses.append(status)
+        if error:
+            turn.errors.append(error)
         self.outputs(call_id, activities, now)
 
     def turn_failed(self, call_id: str, index: int, reason: str) -> None:
@@ -173,15 +229,21 @@ class Ledger:
                 if turn.index == tag[0] and tag[1] == turn.expected()[-1]:
                     turn.done_at = now
 
-    def call_ended(self, call_id: str, how: EndKind, status: int | None, now: float) -> None:
+    def call_ended(
+        self, call_id: str, how: EndKind, status: int | None, now: float, *, error: str = ""
+    ) -> None:
         call = self.calls[call_id]
         call.end, call.end_status, call.ended_at = how, status, now
+        call.end_error = error
 
     def fault(self, window: FaultWindow) -> None:
         self.faults.append(window)
 
     def bridge_final(self, state: BridgeState) -> None:
         self.bridge = state
+
+    def upstream_final(self, state: UpstreamState) -> None:
+        self.upstream = state
 
     def _turn(self, call_id: str, index: int) -> Turn:
         for turn in reversed(self.calls[call_id].turns):
@@ -194,6 +256,7 @@ class Ledger:
     def verdict(self) -> Verdict:
         problems: list[str] = []
         counts: Counter[str] = Counter()
+        self._troubled = {}
         for call in self.calls.values():
             self._check_call(call, problems, counts)
         leaked = 0
@@ -209,6 +272,16 @@ class Ledger:
             if self.bridge.error_lines:
                 problems.append(f"{self.bridge.error_lines} error lines in the bridge log")
         counts["leaked"] = leaked
+        if self.upstream is not None:
+            for upstream, repeated in sorted(self.upstream.duplicate_inputs.items()):
+                counts["duplicates_upstream"] += repeated
+                if repeated:
+                    problems.append(f"{repeated} caller inputs reached {upstream} twice")
+            if self.upstream.second_session_new:
+                problems.append(
+                    f"{self.upstream.second_session_new} calls offered to the Voice Gateway "
+                    "anew (a second session:new) instead of reconnected"
+                )
         return Verdict(problems, self._figures(counts))
 
     def _check_call(self, call: CallRecord, problems: list[str], counts: Counter[str]) -> None:
@@ -216,17 +289,25 @@ class Ledger:
         counts["calls"] += 1
         if call.create_status != 200:
             counts["server_errors" if call.create_status >= 500 else "rejected"] += 1
-            problems.append(f"{name}: create answered {call.create_status}")
+            self._troubled[(call.call_id, "create")] = call.started_at
+            problems.append(
+                f"{name}: create answered {call.create_status}{_said(call.create_error)}"
+            )
             return
         if call.end is None:
             problems.append(f"{name}: never ended")
         else:
             counts[f"ended_{call.end}"] += 1
             if call.end_status not in (200, None):
-                problems.append(f"{name}: disconnect answered {call.end_status}")
+                self._troubled[(call.call_id, "disconnect")] = call.ended_at or 0.0
+                problems.append(
+                    f"{name}: disconnect answered {call.end_status}{_said(call.end_error)}"
+                )
         for turn in call.turns:
             counts["turns"] += 1
             answers = len(turn.statuses)
+            if answers != 1 or turn.failures or any(s != 200 for s in turn.statuses):
+                self._troubled[(call.call_id, f"turn {turn.index}")] = turn.sent_at
             if answers != 1 or turn.failures:
                 problems.append(
                     f"{name}: turn {turn.index} answered {answers} times {turn.failures}"
@@ -235,7 +316,10 @@ class Ledger:
             for status in turn.statuses:
                 if status != 200:
                     counts["server_errors" if status >= 500 else "rejected"] += 1
-                    problems.append(f"{name}: turn {turn.index} answered HTTP {status}")
+                    problems.append(
+                        f"{name}: turn {turn.index} answered HTTP {status}"
+                        f"{_said('; '.join(turn.errors))}"
+                    )
         self._check_outputs(call, name, problems, counts)
 
     def _check_outputs(
@@ -285,6 +369,10 @@ class Ledger:
                 problems.append(f"{name}: output {tag} for a turn not yet sent")
         if call.end is EndKind.BRIDGE and bridge_hangup_at is None:
             problems.append(f"{name}: ended by the bridge without a hangup activity")
+        if call.end is EndKind.BRIDGE and not self.hangups_cut:
+            counts["dropped"] += 1
+            self._troubled[(call.call_id, "hangup")] = bridge_hangup_at or 0.0
+            problems.append(f"{name}: dropped (the bridge hung up)")
         if call.end is EndKind.FLOW and hung_up_at in (None, bridge_hangup_at):
             problems.append(f"{name}: ended by the flow without its hangup")
         self._check_complete(call, name, seen, bridge_hangup_at, problems, counts)
@@ -311,13 +399,16 @@ class Ledger:
                 if call.path in f.cuts and f.overlaps(turn.sent_at, finish)
             ]
             hung_up_here = (
-                bridge_hangup_at is not None and turn.sent_at <= bridge_hangup_at <= finish
+                self.hangups_cut
+                and bridge_hangup_at is not None
+                and turn.sent_at <= bridge_hangup_at <= finish
             )
             if cut_by or hung_up_here:
                 counts["turns_cut_by_fault"] += 1
                 counts[f"cut_{'bridge_hangup' if hung_up_here else cut_by[0]}"] += 1
                 continue
             counts["lost"] += 1
+            self._troubled[(call.call_id, f"turn {turn.index}")] = turn.sent_at
             problems.append(f"{name}: turn {turn.index} lost outputs {missing}")
         if call.turns and call.end is EndKind.FLOW and not call.turns[-1].bye:
             problems.append(f"{name}: the flow hung up without being asked to")
@@ -344,9 +435,20 @@ class Ledger:
                 found.append(turn.done_at - turn.sent_at)
         return found
 
+    def _troubled_after(self) -> dict[str, int]:
+        """Requests that went wrong (refused, failed, or a turn that lost outputs), by the last
+        fault that began before they were sent ("none": before any fault)."""
+        found: Counter[str] = Counter()
+        for sent_at in self._troubled.values():
+            before = [f for f in self.faults if f.start <= sent_at]
+            found[max(before, key=lambda f: f.start).kind.value if before else "none"] += 1
+        return dict(sorted(found.items()))
+
     def peak_concurrency(self) -> int:
         edges: list[tuple[float, int]] = []
         for call in self.calls.values():
+            if call.create_status != 200:
+                continue  # never held: the caller moved on to its next call
             edges.append((call.started_at, 1))
             edges.append((call.ended_at if call.ended_at is not None else float("inf"), -1))
         level = peak = 0
@@ -374,14 +476,24 @@ class Ledger:
                 "server_errors",
                 "rejected",
                 "bridge_hangups",
+                "dropped",
                 "leaked",
             )
         }
         figures["ended"] = {k.value: counts[f"ended_{k}"] for k in EndKind}
+        happened = {f.kind for f in self.faults}
         figures["turns_cut"] = {
             "bridge_hangup": counts["cut_bridge_hangup"],
-            **{k.value: counts[f"cut_{k}"] for k in FaultKind},
+            **{
+                k.value: counts[f"cut_{k}"]
+                for k in FaultKind
+                if k in _UPSTREAM_FAULTS or k in happened
+            },
         }
+        if self.upstream is not None:
+            figures["duplicates_upstream"] = counts["duplicates_upstream"]
+            figures["second_session_new"] = self.upstream.second_session_new
+        figures["troubled_after"] = self._troubled_after()
         figures["calls_by_route_mode_path"] = dict(sorted(paths.items()))
         figures["peak_concurrent_calls"] = self.peak_concurrency()
         figures["faults"] = [

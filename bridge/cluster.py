@@ -53,6 +53,10 @@ class Cluster:
         # (restarted empty): the gateway writes its calls' records again.
         self.on_store_back: Callable[[], None] | None = None
         self._announced = False
+        # The other live instances taking calls, as of the last heartbeat that reached the store
+        # (while it is down: whom to ask for a call this instance does not hold).
+        self.peers: list[InstanceInfo] = []
+        self._back_at = -float("inf")  # monotonic time the store was last seen back
         if store is None:
             if settings.redis_url is None:
                 store = MemoryStore()
@@ -89,6 +93,7 @@ class Cluster:
         except StoreUnavailable:
             return
         self._metrics.cluster_instances.set(max(1, len(live)))
+        self.peers = [i for i in live if i.id != self.instance_id and not i.draining]
         lost = self._announced and not present
         if not self.store_up:
             log.info("state store reachable again")
@@ -97,8 +102,17 @@ class Cluster:
         back = (not self.store_up or lost) and self.shared
         self.store_up = True
         self._announced = True
-        if back and self.on_store_back is not None:
-            self.on_store_back()
+        if back:
+            self._back_at = time.monotonic()
+            if self.on_store_back is not None:
+                self.on_store_back()
+
+    def store_settling(self) -> bool:
+        """Whether the store may not know every live call yet: down, or back (maybe empty)
+        for less than two heartbeats of every instance (each writes its records again)."""
+        return self.shared and (
+            not self.store_up or time.monotonic() - self._back_at < 2 * self.lease_s
+        )
 
     async def run(self) -> None:
         """Heartbeat until cancelled."""

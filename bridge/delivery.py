@@ -144,6 +144,10 @@ class Outbox:
 
     # ---- outputs -------------------------------------------------------------------------
 
+    def pending(self) -> list[Output]:
+        """The outputs produced and not delivered yet, in order (what a handoff carries)."""
+        return [output for _, output in self._queue]
+
     def take_waiting(self) -> tuple[Output, ...]:
         """Async mode: what waits for the answer to an activities POST (none if pushed)."""
         if not self.async_mode or self._push:

@@ -254,14 +254,24 @@ class CallSession:
     def snapshot(self) -> dict[str, Any] | None:
         """The started call's state apart from its conversation: path, call_sid, the caller's
         number and the path's own snapshot. None when there is nothing to go on with (not
-        started, ended, or a path that cannot say). Shadows and undelivered pushes stay here."""
+        started, ended, or a path that cannot say), with the outputs not delivered yet. Shadows stay
+        here."""
         if self._closed or self._primary is None or self.path is None:
             return None
         state = self._primary.snapshot()
         if state is None:
             return None
         number = {"e164": self._number_info.e164, "metadata": self._number_info.metadata}
-        return {"path": self.path, "call_sid": self.call_sid, "number": number, "state": state}
+        snap: dict[str, Any] = {
+            "path": self.path,
+            "call_sid": self.call_sid,
+            "number": number,
+            "state": state,
+        }
+        pending = self._outbox.pending()
+        if pending:  # produced, not delivered yet (e.g. async outputs waiting for a socket)
+            snap["pending"] = pending
+        return snap
 
     async def hand_off(self, publish: Callable[[dict[str, Any]], Awaitable[bool]]) -> bool:
         """This instance stops (drain with a shared store): once no turn is in flight, give
@@ -318,6 +328,9 @@ class CallSession:
             raise
         self._primary, self.path = primary, path
         self._metrics.calls_active.labels(self.route_name, path, "primary").inc()
+        pending = data.get("pending")
+        if isinstance(pending, list):
+            self.emit([dict(o) for o in pending if isinstance(o, dict)])
 
     # ---- caller input → the paths ------------------------------------------------------
 

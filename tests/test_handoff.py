@@ -352,3 +352,22 @@ async def test_records_are_written_again_when_redis_comes_back_empty(
     assert b.metric("acvg_forwarded_requests_total", route="r") >= 1 + len(made_while_down)
     assert len(b.app[GatewayKey].calls) == 0
     assert len(vg_sim.calls) == 1 + len(made_while_down)  # never started twice
+
+
+async def test_while_redis_is_down_a_call_is_found_on_the_peer_holding_it(
+    redis_server: RedisServer, vg_sim: VGEndpointSim, bridge_factory: BridgeFactory
+) -> None:
+    a, b, _ = await _fleet(redis_server, vg_sim, bridge_factory, "a", "b", "c")
+    await b.app[GatewayKey].cluster.beat()  # b has seen a and c (c, asked first, has not it)
+    redis_server.stop()
+    conversation = str(uuid.uuid4())
+    status, _ = await _post(a, "/ac/r", {"conversation": conversation})
+    assert status == 200  # served by a alone: the store cannot take it
+    assert (await _turn(a, conversation, 0))[0] == 200
+    status, answer = await _turn(b, conversation, 1)  # b asks its peers: a has it
+    assert status == 200, answer
+    assert _texts(answer)
+    unknown = str(uuid.uuid4())
+    status, body = await _turn(b, unknown, 0)  # nobody has it: still a 503 to retry
+    assert (status, body["error"]) == (503, "store_unavailable")
+    assert len(vg_sim.calls) == 1

@@ -7,6 +7,7 @@ status and a counter; never lets one request's failure touch another call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,7 @@ from bridge.errors import AudioCodesProtocolError, CallMoved
 from bridge.limits import RateLimiter
 from bridge.path import PathStartError
 from bridge.session import CallSession
-from bridge.store import StoreUnavailable
+from bridge.store import CallKey, StoreUnavailable
 from bridge.transport.admin import add_admin_routes
 from bridge.transport.vaic_ws import vaic_socket
 
@@ -139,7 +140,8 @@ async def _claim(
                 if reply is not None:
                     return reply
         if gateway.draining and upgrade and not forwarded:
-            # a push socket for a call this instance handed off: nginx retries it elsewhere
+            # a push socket for a call this instance handed off: VAIC connects again, and once
+            # this instance has gone (at once) nginx sends it to the next one
             raise AudioCodesProtocolError(
                 "the gateway is shutting down", status=503, reason="draining"
             )
@@ -152,15 +154,34 @@ async def _claim(
             held = gateway.calls.get(name, conversation_id)
             if held is not None and not held.handed_off:
                 return None  # a concurrent request of the same call adopted it
+            store_down = False
             try:
                 found = await handoff.locate(cluster, name, route, conversation_id)
             except StoreUnavailable:
-                # unknown here, and the store cannot say whether the call lives elsewhere
-                raise AudioCodesProtocolError(
-                    "the state store is unreachable; retry", status=503, reason="store_unavailable"
-                ) from None
+                found, store_down = None, True
+            if isinstance(found, handoff.Adopted | handoff.Lost) and not forwarded:
+                # the store came back empty: the "dead" owner may only have lost its lease with
+                # it, and still serve the call (its next write makes the record its own again)
+                offered = await _ask_previous_owner(request, gateway, name, conversation_id, found)
+                if offered is not None:
+                    return offered
             if isinstance(found, handoff.Adopted):
                 return await _adopt(gateway, name, route, conversation_id, found)
+        unsure = store_down or (found is None and cluster.store_settling())
+        if unsure and not forwarded and http is not None:
+            # unknown here, and the store cannot say where the call lives (down, or back but
+            # not yet given every instance's records again): ask the peers last seen (a call
+            # created while Redis was down lives only on the instance that made it)
+            for peer in cluster.peers:
+                reply = await handoff.forward(request, http, peer, cluster, gateway.metrics, name)
+                if reply is not None and reply.status not in (404, 503):
+                    return reply
+        if store_down:
+            raise AudioCodesProtocolError(
+                "the state store is unreachable; retry", status=503, reason="store_unavailable"
+            )
+        if isinstance(found, handoff.Lost) and request.path.endswith("/disconnect"):
+            return web.json_response({})  # the call is over either way: nothing left to end
         if isinstance(found, handoff.Lost):
             raise AudioCodesProtocolError(
                 "the instance serving this call was lost; the call cannot continue",
@@ -191,6 +212,27 @@ async def _claim(
                 reason="owner_unreachable",
             )
         await asyncio.sleep(handoff.OWNER_POLL_S)
+
+
+async def _ask_previous_owner(
+    request: web.Request,
+    gateway: Gateway,
+    name: str,
+    conversation_id: str,
+    found: handoff.Adopted | handoff.Lost,
+) -> web.Response | None:
+    """While the store settles, a call just claimed from an instance seen alive before is
+    first offered back to it; its answer, if it still holds the call, is the answer."""
+    cluster, http = gateway.cluster, gateway.http
+    owner = next((p for p in cluster.peers if p.id == found.previous_owner), None)
+    if owner is None or http is None or not cluster.store_settling():
+        return None
+    reply = await handoff.forward(request, http, owner, cluster, gateway.metrics, name)
+    if reply is None or reply.status in (404, 503):
+        return None
+    with contextlib.suppress(StoreUnavailable):
+        await cluster.store.release(CallKey(name, conversation_id), cluster.instance_id)
+    return reply
 
 
 async def _adopt(
@@ -285,12 +327,18 @@ async def probe(
 
 
 async def create(request: web.Request, gateway: Gateway, name: str, route: Route) -> web.Response:
-    if gateway.draining:
+    shared = gateway.cluster.shared
+    if gateway.draining and not shared:
         raise AudioCodesProtocolError("the gateway is shutting down", status=503, reason="draining")
     conversation_id = parse_create(await _json_body(request))
     if gateway.calls.get(name, conversation_id) is None:  # a duplicate is a 409, not a 503
         _check_capacity(gateway, name, route)
-    if not (gateway.cluster.shared and await _published(gateway, name, route, conversation_id)):
+    # with a shared store a create only writes the call's record, which a draining instance
+    # may still do: the instance that gets the call's first request serves it
+    published = shared and await _published(gateway, name, route, conversation_id)
+    if not published and gateway.draining:
+        raise AudioCodesProtocolError("the gateway is shutting down", status=503, reason="draining")
+    if not published:
         session = gateway.new_call(name, route, conversation_id)
         if not gateway.calls.add(session):
             raise AudioCodesProtocolError(
