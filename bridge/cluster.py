@@ -93,8 +93,11 @@ class Cluster:
         except StoreUnavailable:
             return
         self._metrics.cluster_instances.set(max(1, len(live)))
-        self.peers = [i for i in live if i.id != self.instance_id and not i.draining]
         lost = self._announced and not present
+        peers = [i for i in live if i.id != self.instance_id and not i.draining]
+        if peers or not (lost or not self.store_up):
+            # a store that just came back empty lists nobody yet: keep asking the last seen
+            self.peers = peers
         if not self.store_up:
             log.info("state store reachable again")
         elif lost:
@@ -106,6 +109,18 @@ class Cluster:
             self._back_at = time.monotonic()
             if self.on_store_back is not None:
                 self.on_store_back()
+
+    async def check_lease(self) -> None:
+        """A call the store does not know: if this instance's own lease is gone too, the store
+        lost its data (restarted empty) before the next heartbeat could tell; act on it now."""
+        if not self.shared or self.store_settling():
+            return
+        try:
+            present = await self.store.has_lease(self.instance_id)
+        except StoreUnavailable:
+            return
+        if not present:
+            await self.beat()
 
     def store_settling(self) -> bool:
         """Whether the store may not know every live call yet: down, or back (maybe empty)

@@ -111,6 +111,10 @@ class CallStore(Protocol):
         """`save`, unless another instance owns the call now (it took it over): False then."""
         ...
 
+    async def has_lease(self, instance_id: str) -> bool:
+        """Whether the store still holds `instance_id`'s lease."""
+        ...
+
     async def leave(self, instance_id: str) -> None:
         """Withdraw this instance's heartbeat at once (its calls are claimable)."""
         ...
@@ -198,6 +202,9 @@ class MemoryStore:
 
     async def leave(self, instance_id: str) -> None:
         self._instances.pop(instance_id, None)
+
+    async def has_lease(self, instance_id: str) -> bool:
+        return self._alive(instance_id) is not None
 
     async def instances(self) -> list[InstanceInfo]:
         live = [self._alive(i) for i in sorted(self._instances)]
@@ -371,6 +378,12 @@ class RedisStore:
             await self._redis.delete(self._instance_key(instance_id))
         except (RedisError, OSError) as exc:
             raise self._failed("leave", exc) from None
+
+    async def has_lease(self, instance_id: str) -> bool:
+        try:
+            return bool(await self._redis.exists(self._instance_key(instance_id)))
+        except (RedisError, OSError) as exc:
+            raise self._failed("lease", exc) from None
 
     async def _instance(self, instance_id: str) -> InstanceInfo | None:
         raw = await self._redis.get(self._instance_key(instance_id))

@@ -167,6 +167,8 @@ async def _claim(
                     return offered
             if isinstance(found, handoff.Adopted):
                 return await _adopt(gateway, name, route, conversation_id, found)
+        if found is None and not store_down:
+            await cluster.check_lease()  # an emptied store, not yet noticed by the heartbeat?
         unsure = store_down or (found is None and cluster.store_settling())
         if unsure and not forwarded and http is not None:
             # unknown here, and the store cannot say where the call lives (down, or back but
