@@ -30,6 +30,7 @@ from bridge.mapping.engine import Engine
 from bridge.mapping.loader import load_mappings
 from bridge.metrics import Metrics
 from bridge.path import CallInfo, CallPath, PathName, PathSink, PathStartError
+from bridge.recording import Journals
 from bridge.session import CallSession
 from bridge.shadow import drain_closing
 from bridge.tls import build_ssl_context
@@ -145,6 +146,7 @@ class Gateway:
             listen_url=f"http://{config.listen}",
         )
         self.cluster.on_store_back = self._store_back
+        self.journals = Journals(lambda reason: metrics.journal_dropped.labels(reason).inc())
         self._rewriting: asyncio.Task[None] | None = None
 
     @contextlib.asynccontextmanager
@@ -216,6 +218,7 @@ class Gateway:
         *,
         conversation: Conversation | None = None,
         expiry: Callable[[float], bool] | None = None,
+        transport: str = "http",
     ) -> CallSession:
         return CallSession(
             route_name=route_name,
@@ -229,6 +232,8 @@ class Gateway:
             expiry=expiry,
             budget=self.budget,
             on_turn=self._save_turn if self.cluster.shared else None,
+            journals=self.journals,
+            transport=transport,
         )
 
     async def _save_turn(self, call: CallSession) -> None:
@@ -365,6 +370,7 @@ def create_app(
     app[GatewayKey] = gateway
     app[UpstreamSslKey] = upstream_ssl
     add_routes(app)
+    app.cleanup_ctx.append(_journals)  # closed last: the drain's calls are written first
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_voicegateway_client)  # closed after the drain of _expiry_loop
     app.cleanup_ctx.append(_cluster)  # leaves the fleet after the drain of _expiry_loop
@@ -396,6 +402,11 @@ async def _budget_watch(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _journals(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[GatewayKey].journals.close()
 
 
 async def _cluster(app: web.Application) -> AsyncIterator[None]:

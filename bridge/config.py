@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bridge.errors import ConfigError
+from bridge.journal import JournalSettings
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _ROUTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -101,6 +102,7 @@ class Route(_Strict):
     voicegateway: VoiceGatewayUpstream | None = None
     legacy: LegacyUpstream | None = None
     migration: Migration = Field(default_factory=Migration)
+    record: JournalSettings | None = None  # design §2.6: the journal of sampled calls
 
     @field_validator("default_region")
     @classmethod

@@ -134,6 +134,12 @@ class Metrics:
             ["op"],
             registry=reg,
         )
+        self.journal_dropped = Counter(
+            "acvg_journal_dropped_total",
+            "Sampled calls the journal did not record, by reason (queue_full, max_bytes, ...).",
+            ["reason"],
+            registry=reg,
+        )
         self.cluster_instances = Gauge(
             "acvg_cluster_instances",
             "Live instances this instance sees in the shared store (1 without a cluster).",

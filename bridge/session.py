@@ -29,6 +29,7 @@ from bridge.mapping.loader import MappingSet
 from bridge.metrics import Metrics
 from bridge.numbers import NumberInfo, number_metadata
 from bridge.path import CallInfo, CallPath, PathName, PathSink, PathStartError
+from bridge.recording import CallJournal, Journals
 from bridge.shadow import ShadowRunner, close_in_background, shadow_admitted
 from bridge.timer import DeadlineTimer
 
@@ -69,6 +70,8 @@ class CallSession:
         expiry: Callable[[float], bool] | None = None,
         budget: CoreBudget | None = None,
         on_turn: Callable[[CallSession], Awaitable[None]] | None = None,
+        journals: Journals | None = None,
+        transport: str = "http",
     ) -> None:
         self._loop = asyncio.get_running_loop()
         now = self._loop.time()
@@ -86,6 +89,9 @@ class CallSession:
         self._divergence = divergence
         self._budget = budget
         self._on_turn = on_turn  # after each turn's outputs, before they are answered
+        self._journals, self._transport = journals, transport
+        self._journal: CallJournal | None = None  # opened once the path is chosen, if sampled
+        self._async_inputs: tuple[dict[str, Any], ...] = ()
         self._outbox = Outbox(
             async_mode=route.async_mode,
             settle_s=route.turn_settle_ms / 1000,
@@ -150,7 +156,7 @@ class CallSession:
                 response: asyncio.Future[Outputs] | None = None
                 if self._outbox.async_mode:
                     self._close_async_turn(started)
-                    self._async_turn = (turn, started, [])
+                    self._async_turn, self._async_inputs = (turn, started, []), activities
                 else:
                     response = self._loop.create_future()
                     self._responses[turn] = response
@@ -159,6 +165,8 @@ class CallSession:
                 await self.settle()
                 outputs = self._outbox.take_waiting() if response is None else await response
                 self.conversation.record_outputs(turn, outputs)
+                if self._journal is not None and response is not None:
+                    self._journal.turn(started, activities, outputs)
                 if self._on_turn is not None:
                     await self._on_turn(self)
                 latency = self._loop.time() - started
@@ -282,6 +290,8 @@ class CallSession:
             if state is None or self._primary is None or not await publish(state):
                 return False
             self._closed = self._handed_off = True
+            if self._journal is not None:  # its rest is recorded where it goes on, if sampled
+                self._journal.end(self._loop.time(), "moved")
             self._outbox.call_ended()
             self._timer.cancel()
             if self.path is not None:
@@ -389,6 +399,16 @@ class CallSession:
                 await self._primary.end(None, "caller left during call setup")
             return
         self._metrics.calls_active.labels(self.route_name, path, "primary").inc()
+        if self._journals is not None:
+            self._journal = self._journals.open_call(
+                self.route_name,
+                self.route,
+                self.conversation.conversation_id,
+                path=path,
+                transport=self._transport,
+                start=params,
+                now=self._loop.time(),
+            )
         if not started:
             self._fail(f"{path} unavailable")
             return
@@ -479,6 +499,8 @@ class CallSession:
         self._closed = True
         self._outbox.call_ended()
         self._close_async_turn(self._loop.time())
+        if self._journal is not None:
+            self._journal.end(self._loop.time(), reason)
         for response in self._responses.values():
             if not response.done():
                 response.set_result(self._take_all())
@@ -489,9 +511,12 @@ class CallSession:
 
     def _close_async_turn(self, now: float) -> None:
         """Async mode: a turn's outputs, for comparison, are those before the next input."""
-        if self._async_turn is not None and self._shadow is not None:
+        if self._async_turn is not None:
             turn, started, outputs = self._async_turn
-            self._shadow.primary_turn(turn, tuple(outputs), now - started)
+            if self._shadow is not None:
+                self._shadow.primary_turn(turn, tuple(outputs), now - started)
+            if self._journal is not None:
+                self._journal.turn(started, self._async_inputs, outputs)
         self._async_turn = None
 
     # ---- plumbing --------------------------------------------------------------------------

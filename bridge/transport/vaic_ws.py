@@ -164,6 +164,7 @@ class StreamingCall:
                 conversation_id,
                 conversation=stream.conversation,
                 expiry=stream.expired,
+                transport="ws",
             )
             try:
                 await call.resume(found.session)
@@ -234,6 +235,7 @@ class StreamingCall:
             event.conversation_id,
             conversation=stream.conversation,
             expiry=stream.expired,
+            transport="ws",
         )
         self._gateway.calls.add(call)
         self._gateway.streams[key] = (stream, call)
