@@ -374,3 +374,24 @@ async def test_while_redis_is_down_a_call_is_found_on_the_peer_holding_it(
     status, body = await _turn(b, unknown, 0)  # nobody has it: still a 503 to retry
     assert (status, body["error"]) == (503, "store_unavailable")
     assert len(vg_sim.calls) == 1
+
+
+async def test_a_push_socket_brings_its_call_to_the_instance_it_reaches(
+    redis_server: RedisServer, vg_sim: VGEndpointSim, bridge_factory: BridgeFactory
+) -> None:
+    a, b = await _fleet(redis_server, vg_sim, bridge_factory, "a", "b")
+    conversation = await _create(a)
+    assert (await _turn(b, conversation, 0))[0] == 200  # b owns the call
+    url = f"{a.url}/ac/r/conversation/{conversation}/websocket".replace("http", "ws", 1)
+    ws = await a.http.ws_connect(url, headers=AUTH)  # a socket cannot be forwarded: a takes it
+    try:
+        assert a.app[GatewayKey].calls.get("r", conversation) is not None
+        assert b.app[GatewayKey].calls.get("r", conversation) is None
+        assert a.metric("acvg_takeovers_total", route="r", path="voicegateway", reason="handoff")
+        status, answer = await _turn(a, conversation, 1)
+        assert status == 200, answer
+    finally:
+        await ws.close()
+    [call] = vg_sim.calls.values()
+    types = [m.get("type") for m in call.received]
+    assert (types.count("session:new"), types.count("session:reconnect")) == (1, 1)

@@ -192,15 +192,25 @@ async def _claim(
             )
         if not isinstance(found, handoff.OwnedElsewhere):
             return None
-        if upgrade:
-            raise AudioCodesProtocolError(
-                "this conversation is served by another instance; connect through the load "
-                "balancer",
-                status=409,
-                reason="wrong_instance",
-            )
         if http is None:
             return None
+        if upgrade:
+            # a socket cannot be forwarded: the call comes here instead (its owner hands it
+            # off), so the instance nginx picks for it serves it from now on
+            asked = await handoff.request_handoff(
+                http, found.owner, name, conversation_id, request.headers.get("Authorization")
+            )
+            if asked:
+                continue
+            if loop.time() >= deadline:
+                raise AudioCodesProtocolError(
+                    "this conversation is served by another instance, which did not hand it "
+                    "off; retry",
+                    status=409,
+                    reason="wrong_instance",
+                )
+            await asyncio.sleep(handoff.OWNER_POLL_S)
+            continue
         if not forwarded:  # forwarded once already: never bounce it on
             reply = await handoff.forward(
                 request, http, found.owner, cluster, gateway.metrics, name
