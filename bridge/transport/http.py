@@ -202,15 +202,11 @@ async def _claim(
             )
             if asked:
                 continue
-            if loop.time() >= deadline:
-                raise AudioCodesProtocolError(
-                    "this conversation is served by another instance, which did not hand it "
-                    "off; retry",
-                    status=409,
-                    reason="wrong_instance",
-                )
-            await asyncio.sleep(handoff.OWNER_POLL_S)
-            continue
+            raise AudioCodesProtocolError(  # e.g. not started yet: VAIC connects again later
+                "this conversation is served by another instance, which did not hand it off; retry",
+                status=409,
+                reason="wrong_instance",
+            )
         if not forwarded:  # forwarded once already: never bounce it on
             reply = await handoff.forward(
                 request, http, found.owner, cluster, gateway.metrics, name
