@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge.sim.fleet import Fleet, make_fleet
+from bridge.sim.fleet import Fleet, Instance, make_fleet
 from bridge.sim.legacy_endpoint import LegacyEndpointSim
 from bridge.sim.nginx_server import Nginx, running_nginx
 from bridge.sim.redis_server import RedisServer
@@ -98,6 +98,20 @@ async def _call(
         statuses.append(r.status)
 
 
+async def _kill_busiest(
+    http: aiohttp.ClientSession, fleet: Fleet, nginx: Nginx
+) -> tuple[Instance, int]:
+    """SIGKILL the instance holding the most calls (asked through nginx): it, and its calls."""
+    async with http.get(f"{nginx.url}/admin/cluster", headers=ADMIN) as reply:
+        status = await reply.json()
+    busiest = max(status["instances"], key=lambda i: i["calls"])
+    assert busiest["calls"] > 0
+    victim = next(i for i in fleet.instances if i.name == busiest["id"])
+    victim.kill()
+    calls: int = busiest["calls"]
+    return victim, calls
+
+
 def _bad(statuses: list[int]) -> list[tuple[int, int]]:
     """(request number, status) of each request not answered 200 with outputs."""
     return [(n, status) for n, status in enumerate(statuses) if status != 200]
@@ -113,12 +127,7 @@ async def test_calls_through_nginx_survive_a_kill_and_a_restart(
             *(_call(http, nginx.url, "v" if n % 2 else "l", answers) for n in range(CALLS))
         )
         await asyncio.sleep(TURNS * GAP_S / 3)
-        async with http.get(f"{nginx.url}/admin/cluster", headers=ADMIN) as reply:
-            status = await reply.json()
-        busiest = max(status["instances"], key=lambda i: i["calls"])
-        assert busiest["calls"] > 0
-        victim = next(i for i in fleet.instances if i.name == busiest["id"])
-        victim.kill()  # mid-run, turns in flight
+        victim, _ = await _kill_busiest(http, fleet, nginx)  # mid-run, turns in flight
         await asyncio.sleep(TURNS * GAP_S / 3)
         survivor = next(i for i in fleet.instances if i is not victim)
         await asyncio.to_thread(survivor.stop)  # a rolling restart: SIGTERM, then start again
@@ -257,15 +266,11 @@ async def test_websocket_mode_calls_through_nginx_resume_after_a_kill(
         callers = [_WsCall(http, nginx.url) for _ in range(WS_CALLS)]
         calls = asyncio.gather(*(caller.run(TURNS) for caller in callers))
         await asyncio.sleep(TURNS * GAP_S / 3)
-        async with http.get(f"{nginx.url}/admin/cluster", headers=ADMIN) as reply:
-            status = await reply.json()
-        busiest = max(status["instances"], key=lambda i: i["calls"])
-        assert busiest["calls"] > 0
-        next(i for i in fleet.instances if i.name == busiest["id"]).kill()
+        _, killed = await _kill_busiest(http, fleet, nginx)
         await calls
 
     assert [c.answered for c in callers] == [TURNS] * WS_CALLS
-    assert sum(c.resumed for c in callers) == busiest["calls"]  # those on the killed instance
+    assert sum(c.resumed for c in callers) == killed  # those on the killed instance
     assert len(vg_sim.calls) == WS_CALLS
     for call in vg_sim.calls.values():
         types = [m.get("type") for m in call.received]
@@ -337,14 +342,10 @@ async def test_async_mode_push_sockets_reconnect_to_the_new_owner(
         callers = [_AsyncCall(http, nginx.url) for _ in range(WS_CALLS)]
         calls = asyncio.gather(*(caller.run(TURNS) for caller in callers))
         await asyncio.sleep(TURNS * GAP_S / 3)
-        async with http.get(f"{nginx.url}/admin/cluster", headers=ADMIN) as reply:
-            status = await reply.json()
-        busiest = max(status["instances"], key=lambda i: i["calls"])
-        assert busiest["calls"] > 0
-        next(i for i in fleet.instances if i.name == busiest["id"]).kill()
+        _, killed = await _kill_busiest(http, fleet, nginx)
         await calls
 
-    assert sum(c.reconnects for c in callers) == busiest["calls"]  # those on the killed one
+    assert sum(c.reconnects for c in callers) == killed  # those on the killed one
     for caller in callers:  # every turn's outputs pushed, but the one in flight at the kill
         assert caller.pushed >= TURNS - caller.reconnects
     assert len(vg_sim.calls) == WS_CALLS
