@@ -356,7 +356,15 @@ def _requests() -> list[Spec]:
                 "{{route}} {{reason}}",
             ),
             unit="reqps",
-            width=18,
+            width=12,
+        ),
+        _timeseries(
+            "Journal records dropped",
+            "Sampled calls the journal (a route's `record`) did not write, per reason: "
+            "queue_full (the writer is behind), max_bytes (the file is full), write_error.",
+            Target(f"sum by (reason) (rate(acvg_journal_dropped_total{RATE}))", "{{reason}}"),
+            unit="ops",
+            width=6,
         ),
         Spec(
             "table",
