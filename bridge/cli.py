@@ -1,4 +1,5 @@
-"""The `acvg-bridge` command line (design §2.1): serve, demo, mappings check, config check."""
+"""The `acvg-bridge` command line (design §2.1): serve, demo, mappings check, config check,
+replay (bridge/replay_cli.py)."""
 
 from __future__ import annotations
 
@@ -209,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     ccheck = csub.add_parser("check", help="validate a configuration file")
     ccheck.add_argument("file")
     ccheck.set_defaults(run=_config_check)
+    from bridge.replay_cli import add_parser as add_replay
+
+    add_replay(sub)
     return parser
 
 

@@ -103,6 +103,9 @@ class Route(_Strict):
     legacy: LegacyUpstream | None = None
     migration: Migration = Field(default_factory=Migration)
     record: JournalSettings | None = None  # design §2.6: the journal of sampled calls
+    # Set by `acvg-bridge replay` on the route it plays against: its calls carry the replay
+    # marker (docs/journal.md, "Replay"), so flows can skip real side effects.
+    replay: bool = False
 
     @field_validator("default_region")
     @classmethod

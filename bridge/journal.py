@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import phonenumbers
 from phonenumbers import PhoneNumber, PhoneNumberMatcher, PhoneNumberType
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bridge import jsontext
 from bridge.numbers import number_metadata
@@ -78,6 +78,24 @@ class JournalSettings(BaseModel):
     sample_rate: float = Field(default=1.0, ge=0, le=1)  # share of calls, stable per conversation
     keep_digits: int = Field(default=DEFAULT_KEEP_DIGITS, ge=0, le=64)  # longer DTMF is masked
     max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1024)  # the file stops growing here
+    # The contact centre's own numbers (what callers dial, what flows transfer to), written as
+    # they are: flows that branch on them replay the same way, and a replay compares them
+    # digit for digit. Never a caller's number.
+    keep_numbers: tuple[str, ...] = ()
+
+    @field_validator("keep_numbers")
+    @classmethod
+    def _e164(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        kept: list[str] = []
+        for text in value:
+            try:
+                number = phonenumbers.parse(text, None)
+            except phonenumbers.NumberParseException as exc:
+                raise ValueError(f"{text!r} is not a phone number in E.164 (+49...)") from exc
+            if not phonenumbers.is_possible_number(number):
+                raise ValueError(f"{text!r} is not a possible phone number")
+            kept.append(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+        return tuple(dict.fromkeys(kept))
 
 
 def sample(conversation_id: str, rate: float) -> bool:
@@ -375,6 +393,7 @@ class _CallRedaction:
     redactor: Redactor
     region: str | None
     keep_digits: int
+    kept: frozenset[str] = frozenset()  # E.164 numbers written as they are
     numbers: dict[str, _Number] = field(default_factory=dict)
     secrets: set[str] = field(default_factory=set)  # digit strings masked wherever they occur
     masked_events: set[int] = field(default_factory=set)  # id() of DTMF events masked whole
@@ -417,7 +436,8 @@ class _CallRedaction:
 
     def _add_number(self, number: PhoneNumber) -> None:
         known = _Number.of(number)
-        self.numbers.setdefault(known.e164, known)
+        if known.e164 not in self.kept:
+            self.numbers.setdefault(known.e164, known)
 
     def _add_runs(self, text: str, *, numbers_apart: bool = False) -> None:
         for run in _DIGIT_RUN.finditer(text):
@@ -619,6 +639,7 @@ class CallRecord:
         started_at: datetime,
         default_region: str | None = None,
         keep_digits: int = DEFAULT_KEEP_DIGITS,
+        keep_numbers: Collection[str] = (),
         max_turns: int = DEFAULT_MAX_TURNS,
     ) -> None:
         self.route = route
@@ -630,6 +651,7 @@ class CallRecord:
         self.started_at = started_at.astimezone(UTC) if started_at.tzinfo else started_at
         self.default_region = default_region
         self.keep_digits = max(0, keep_digits)
+        self.keep_numbers = tuple(keep_numbers)
         self.max_turns = max(0, max_turns)
         self.truncated = False
         self._turns: list[_Turn] = []
@@ -665,7 +687,10 @@ class CallRecord:
         `client_disconnected`; anything else becomes `other`): its `acvg-journal/1` object,
         redacted with `redactor` (the journal's; a fresh one when None)."""
         redaction = _CallRedaction(
-            redactor if redactor is not None else Redactor(), self.default_region, self.keep_digits
+            redactor if redactor is not None else Redactor(),
+            self.default_region,
+            self.keep_digits,
+            frozenset(self.keep_numbers),
         )
         redaction.collect(self.start, self._turns, self.conversation_id)
         redaction.prepare()
@@ -697,7 +722,7 @@ class CallRecord:
                 "reason": reason if _REASON.fullmatch(reason) else "other",
             },
             "truncated": self.truncated,
-            "redaction": {"keep_digits": self.keep_digits},
+            "redaction": {"keep_digits": self.keep_digits, "keep_numbers": list(self.keep_numbers)},
         }
 
 

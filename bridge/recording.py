@@ -81,6 +81,7 @@ class Journals:
             started_at=datetime.now(UTC),
             default_region=route.default_region,
             keep_digits=settings.keep_digits,
+            keep_numbers=settings.keep_numbers,
         )
         return CallJournal(writer, record, now)
 

@@ -82,6 +82,7 @@ class VoiceGatewayPath:
             "language": "en-US",
             "transfer_verb": None,
             "default_region": info.route.default_region,
+            "replay": info.route.replay,
         }
         self._socket: VoiceGatewaySocket | None = None
         self._reader: asyncio.Task[None] | None = None

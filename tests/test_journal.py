@@ -139,7 +139,7 @@ def test_line_fields() -> None:
     assert [t["offset_ms"] for t in obj["turns"]] == [0, 2500, 4000, 7250]
     assert obj["end"] == {"offset_ms": 9000, "reason": "bot_disconnected"}
     assert obj["truncated"] is False
-    assert obj["redaction"] == {"keep_digits": 2}
+    assert obj["redaction"] == {"keep_digits": 2, "keep_numbers": []}
     assert obj["turns"][1]["inputs"] == [dtmf("1")]
     assert obj["turns"][0]["outputs"] == [say("Welcome. Press 1 for billing.")]
     assert obj["start"]["callerDisplayName"] == "Max"
@@ -377,7 +377,7 @@ def test_keep_digits(keep: int, menu: str, pin: str) -> None:
     obj = demo_call(keep_digits=keep).finish(9.0, "other")
     assert obj["turns"][1]["inputs"][0]["value"] == menu
     assert obj["turns"][2]["inputs"][0]["value"] == pin
-    assert obj["redaction"] == {"keep_digits": keep}
+    assert obj["redaction"] == {"keep_digits": keep, "keep_numbers": []}
 
 
 def test_digit_by_digit_dtmf_is_one_string() -> None:
@@ -754,3 +754,31 @@ def test_no_input_number_or_long_dtmf_ever_leaks(data: st.DataObject) -> None:
         assert phonenumbers.region_code_for_number(parsed) == phonenumbers.region_code_for_number(
             caller
         )
+
+
+def test_kept_numbers_are_written_as_they_are_and_listed() -> None:
+    hotline = "+4989123456"
+    call = record(keep_numbers=(CALLEE, hotline))
+    call.turn(
+        0.0,
+        [start_event(call.start)],
+        [
+            say("Connecting you to 089 123456."),
+            {"type": "event", "name": "transfer", "activityParams": {"transferTarget": hotline}},
+        ],
+    )
+    obj = call.finish(1.0, "transferred")
+    text = line_of(obj)
+    assert obj["start"]["callee"] == CALLEE
+    assert obj["turns"][0]["outputs"][1]["activityParams"]["transferTarget"] == hotline
+    assert "089 123456" in text
+    assert nsn(CALLER) not in text  # the caller is never kept
+    assert obj["redaction"]["keep_numbers"] == [CALLEE, hotline]
+    assert VALIDATOR.is_valid(obj)
+
+
+def test_keep_numbers_setting_is_normalised_and_checked() -> None:
+    settings = JournalSettings(path="j.jsonl", keep_numbers=["+49 89 123456", "+4989123456"])
+    assert settings.keep_numbers == ("+4989123456",)
+    with pytest.raises(ValidationError, match="E.164"):
+        JournalSettings(path="j.jsonl", keep_numbers=["089 123456"])

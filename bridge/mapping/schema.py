@@ -45,6 +45,7 @@ CONTEXT_KEYS = frozenset(
         "language",
         "transfer_verb",
         "default_region",
+        "replay",
     }
 )
 
