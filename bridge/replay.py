@@ -110,14 +110,17 @@ def choose_path(route: Route, wanted: PathName | None) -> PathName:
 
 
 def replay_config(config: Config, route_name: str, path: PathName, concurrency: int) -> Config:
-    """`config` reduced to the replayed route, forced onto `path`, on an ephemeral port."""
+    """`config` reduced to the replayed route with only `path`'s upstream, on an ephemeral
+    port."""
     route = config.routes.get(route_name)
     if route is None:
         known = ", ".join(sorted(config.routes))
         raise ConfigError("routes", f"{route_name!r} is not in the config (routes: {known})")
     choose_path(route, path)
     body = route.model_dump()
+    other = "legacy" if path == "voicegateway" else "voicegateway"
     body.update(
+        {other: None},  # no fallback: a replay shows what this path answers, or that it failed
         migration={"force": path},
         record=None,
         replay=True,
@@ -150,7 +153,11 @@ def comparable(
     `keep_digits` is masked as the journal masks it."""
     if isinstance(value, dict):
         return {
-            k: _masked(v, keep_digits) if k in _DTMF_KEYS else comparable(v, keep_digits, region)
+            k: v
+            if k in _AS_IS
+            else _masked(v, keep_digits)
+            if k in _DTMF_KEYS
+            else comparable(v, keep_digits, region, kept)
             for k, v in value.items()
         }
     if isinstance(value, list):
