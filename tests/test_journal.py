@@ -780,5 +780,5 @@ def test_kept_numbers_are_written_as_they_are_and_listed() -> None:
 def test_keep_numbers_setting_is_normalised_and_checked() -> None:
     settings = JournalSettings(path="j.jsonl", keep_numbers=["+49 89 123456", "+4989123456"])
     assert settings.keep_numbers == ("+4989123456",)
-    with pytest.raises(ValidationError, match="E.164"):
+    with pytest.raises(ValidationError, match=r"E\.164"):
         JournalSettings(path="j.jsonl", keep_numbers=["089 123456"])
