@@ -384,6 +384,7 @@ class _Turn:
     offset_ms: int
     inputs: tuple[Mapping[str, Any], ...]
     outputs: tuple[Mapping[str, Any], ...]
+    latency_ms: int | None = None
 
 
 @dataclass
@@ -666,9 +667,11 @@ class CallRecord:
         offset_s: float,
         inputs: Sequence[Mapping[str, Any]],
         outputs: Sequence[Mapping[str, Any]],
+        latency_s: float | None = None,
     ) -> None:
         """A turn: when its caller input arrived (seconds since the call started), the
-        AudioCodes activities VAIC sent, and the outputs VAIC got for them."""
+        AudioCodes activities VAIC sent, the outputs VAIC got for them, and (sync mode) how long
+        VAIC waited for that answer."""
         if len(self._turns) >= self.max_turns:
             self.truncated = True
             return
@@ -677,6 +680,7 @@ class CallRecord:
                 _ms(offset_s),
                 tuple(a for a in inputs if isinstance(a, Mapping)),
                 tuple(a for a in outputs if isinstance(a, Mapping)),
+                None if latency_s is None else _ms(latency_s),
             )
         )
 
@@ -698,13 +702,14 @@ class CallRecord:
         floor = 0
         for turn in self._turns:
             floor = redaction.clean_ms(turn.offset_ms, floor)
-            turns.append(
-                {
-                    "offset_ms": floor,
-                    "inputs": [redaction.value(a) for a in turn.inputs],
-                    "outputs": [redaction.value(a) for a in turn.outputs],
-                }
-            )
+            line: dict[str, Any] = {
+                "offset_ms": floor,
+                "inputs": [redaction.value(a) for a in turn.inputs],
+                "outputs": [redaction.value(a) for a in turn.outputs],
+            }
+            if turn.latency_ms is not None:
+                line["latency_ms"] = redaction.clean_ms(turn.latency_ms, 0)
+            turns.append(line)
         start = redaction.value(self.start)
         return {
             "version": VERSION,

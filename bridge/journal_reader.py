@@ -30,6 +30,7 @@ class RecordedTurn(_Line):
     offset_ms: Offset
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
+    latency_ms: Offset | None = None  # sync mode: how long VAIC waited for the answer
 
 
 class _End(_Line):

@@ -32,8 +32,10 @@ class CallJournal:
         started: float,
         inputs: Sequence[Mapping[str, Any]],
         outputs: Sequence[Mapping[str, Any]],
+        answered: float | None = None,
     ) -> None:
-        self._record.turn(started - self._t0, inputs, outputs)
+        latency = None if answered is None else answered - started
+        self._record.turn(started - self._t0, inputs, outputs, latency)
 
     def end(self, now: float, reason: str) -> None:
         self._writer.submit(self._record, now - self._t0, reason)

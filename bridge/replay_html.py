@@ -270,22 +270,23 @@ def _nodes(data: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
 
 def _latency(data: Mapping[str, Any]) -> str:
     rows = []
-    for path, figures in _map(data.get("latency")).items():
-        row = _map(figures)
-        cells = "".join(
-            f'<td class="num">{_e(_ms(_num(row.get(k))))}</td>'
-            for k in ("p50_ms", "p95_ms", "p99_ms")
-        )
-        rows.append(
-            f'<tr data-path="{_e(_str(path))}"><td>{_path(path)}</td>'
-            f'<td class="num">{_e(_count(row.get("turns")))}</td>{cells}</tr>'
-        )
+    for key, when in (("recorded_latency", "recorded"), ("latency", "replayed")):
+        for path, figures in _map(data.get(key)).items():
+            row = _map(figures)
+            cells = "".join(
+                f'<td class="num">{_e(_ms(_num(row.get(k))))}</td>'
+                for k in ("p50_ms", "p95_ms", "p99_ms")
+            )
+            rows.append(
+                f'<tr data-path="{_e(_str(path))}" data-when="{when}"><td>{_path(path)}</td>'
+                f'<td>{when}</td><td class="num">{_e(_count(row.get("turns")))}</td>{cells}</tr>'
+            )
     if not rows:
-        rows.append('<tr><td colspan="5" class="empty">no latency measured</td></tr>')
+        rows.append('<tr><td colspan="6" class="empty">no latency measured</td></tr>')
     return (
         '<section id="latency" class="panel"><h2>Latency per path '
         '<span class="hint">per turn, in milliseconds</span></h2>'
-        '<table id="latency-table"><thead><tr><th>path</th><th class="num">turns</th>'
+        '<table id="latency-table"><thead><tr><th>path</th><th>as</th><th class="num">turns</th>'
         '<th class="num">p50</th><th class="num">p95</th><th class="num">p99</th></tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></section>"
     )

@@ -56,6 +56,15 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 2)
 
 
+def _latency(values: Sequence[float]) -> dict[str, Any]:
+    return {
+        "turns": len(values),
+        "p50_ms": _ms(_percentile(values, 0.50)),
+        "p95_ms": _ms(_percentile(values, 0.95)),
+        "p99_ms": _ms(_percentile(values, 0.99)),
+    }
+
+
 def _diffs(item: Any) -> list[dict[str, Any]]:
     primary = lift(item.primary) if item.primary is not None else {}
     shadow = lift(item.shadow) if item.shadow is not None else {}
@@ -155,6 +164,11 @@ def build_report(
     latencies = [
         t.latency_s for r in results if r.error is None for t in r.turns if t.latency_s is not None
     ]
+    recorded: dict[str, list[float]] = {}
+    for r in results:
+        for turn in r.call.turns:
+            if turn.latency_ms is not None:
+                recorded.setdefault(r.call.path, []).append(turn.latency_ms / 1000)
     return {
         "version": VERSION,
         "journal": meta.journal,
@@ -178,14 +192,8 @@ def build_report(
         },
         "recorded_paths": dict(Counter(r.call.path for r in results)),
         "nodes": _nodes(results),
-        "latency": {
-            meta.path: {
-                "turns": len(latencies),
-                "p50_ms": _ms(_percentile(latencies, 0.50)),
-                "p95_ms": _ms(_percentile(latencies, 0.95)),
-                "p99_ms": _ms(_percentile(latencies, 0.99)),
-            }
-        },
+        "latency": {meta.path: _latency(latencies)},
+        "recorded_latency": {path: _latency(values) for path, values in sorted(recorded.items())},
         "problems": [{"file": p.file, "line": p.line, "reason": p.reason} for p in problems],
         "calls": [_call(r) for r in results],
     }

@@ -166,7 +166,7 @@ class CallSession:
                 outputs = self._outbox.take_waiting() if response is None else await response
                 self.conversation.record_outputs(turn, outputs)
                 if self._journal is not None and response is not None:
-                    self._journal.turn(started, activities, outputs)
+                    self._journal.turn(started, activities, outputs, self._loop.time())
                 if self._on_turn is not None:
                     await self._on_turn(self)
                 latency = self._loop.time() - started

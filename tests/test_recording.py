@@ -95,6 +95,11 @@ async def test_a_recorded_route_journals_each_call(
     assert all(turn["inputs"] for turn in line["turns"])
     assert any(turn["outputs"] for turn in line["turns"])  # what VAIC got, turn by turn
     assert line["end"]["reason"] == "client_disconnected"
+    latencies = [turn.get("latency_ms") for turn in line["turns"]]  # how long VAIC waited
+    if async_mode:
+        assert latencies == [None] * 3
+    else:
+        assert all(isinstance(ms, int) and ms >= 0 for ms in latencies)
     assert SCENARIO.caller.lstrip("+") not in json.dumps(line)  # the caller's number: never
     assert stat.S_IMODE(journal.stat().st_mode) == 0o600
 

@@ -382,7 +382,12 @@ def test_node_table_has_a_row_per_node() -> None:
 def test_latency_table() -> None:
     table = parse(render_html(_report())).find("table", id="latency-table")
     row = table.find("tr", data_path="voicegateway")
-    assert words(row) == "voicegateway 8 3.1 7.9 12.0"
+    assert words(row) == "voicegateway replayed 8 3.1 7.9 12.0"
+    recorded = {"legacy": {"turns": 5, "p50_ms": 2.0, "p95_ms": 4.5, "p99_ms": 6.0}}
+    table = parse(render_html(_report() | {"recorded_latency": recorded})).find(
+        "table", id="latency-table"
+    )
+    assert words(table.find("tr", data_path="legacy")) == "legacy recorded 5 2.0 4.5 6.0"
 
 
 def test_each_divergence_highlights_its_differing_fields_and_only_those() -> None:
