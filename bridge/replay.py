@@ -58,6 +58,11 @@ _REASON_CODES = {
 _DTMF_KEYS = frozenset({"dtmfDigits", "digits", "dtmf"})
 _AS_IS = frozenset({"id", "timestamp", "replyToId"})  # not compared, never scanned for numbers
 _DIGITS = re.compile(r"\d")
+_TYPES = {
+    value: name.lower()
+    for name, value in vars(phonenumbers.PhoneNumberType).items()
+    if name.isupper() and isinstance(value, int)
+}
 _MAYBE_NUMBER = re.compile(r"\d[\d\s().\-/]{4,}\d")
 
 
@@ -184,10 +189,9 @@ def _shapes(text: str, region: str | None, kept: frozenset[str]) -> str:
         e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
         if e164 in kept:
             continue
-        kind = phonenumbers.number_type(number)
-        valid = phonenumbers.is_valid_number(number)
+        kind = _TYPES.get(phonenumbers.number_type(number), "unknown")
         out.append(text[last : match.start])
-        out.append(f"<phone +{number.country_code} {kind} {'valid' if valid else 'invalid'}>")
+        out.append(f"<phone +{number.country_code} {kind}>")
         last = match.end
     out.append(text[last:])
     return "".join(out)

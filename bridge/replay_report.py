@@ -200,7 +200,8 @@ def build_report(
 
 
 def _pct(rate: float) -> str:
-    return f"{rate * 100:.1f} %"
+    # Rounded down, as on the report page: a run that did not fully match never shows 100.0 %.
+    return f"{math.floor(round(rate * 1000, 6)) / 10:.1f} %"
 
 
 def node_table(report: Mapping[str, Any]) -> list[str]:

@@ -102,7 +102,7 @@ def test_nodes_fields_and_diverged_turn_details() -> None:
 def test_terminal_table() -> None:
     text = "\n".join(node_table(report()))
     assert "say" in text and "(text)" in text
-    assert "3/7 turns match (42.9 %)" in text
+    assert "3/7 turns match (42.8 %)" in text
     assert "error: line 3: create answered 503 over_capacity" in text
     assert "bad line: j.jsonl:4: not JSON" in text
     assert text.rstrip().splitlines()[-1].startswith("FAIL")
