@@ -83,6 +83,7 @@ class ReplayedTurn:
     offset_ms: int
     outputs: list[dict[str, Any]]
     latency_s: float | None  # inputs sent → first output (sync: the answer)
+    sent_s: float | None = None  # when the inputs went, seconds after the call's first request
     comparison: TurnComparison | None = None
 
 
@@ -508,6 +509,7 @@ class Replayer:
                 if ended:
                     result.turns.append(ReplayedTurn(index, turn.offset_ms, [], None))
                     continue
+                sent = loop.time() - t0
                 try:
                     outputs, latency = await channel.turn(
                         _marked(turn.inputs), len(turn.outputs), until
@@ -515,7 +517,7 @@ class Replayer:
                 except _CallEnded:
                     ended = True
                     outputs, latency = [], None
-                result.turns.append(ReplayedTurn(index, turn.offset_ms, outputs, latency))
+                result.turns.append(ReplayedTurn(index, turn.offset_ms, outputs, latency, sent))
             when = at(call.end.offset_ms)
             if when is not None and not ended:
                 await _sleep_until(when)

@@ -253,3 +253,19 @@ def test_comparable_keeps_kept_numbers_and_shapes_the_others() -> None:
     assert out["activityParams"]["transferTarget"].startswith("tel:<phone +49 ")
     same = comparable({"text": "Call +4930111888"}, 2, "DE", kept)
     assert same["text"] == comparable({"text": "Call +4930111999"}, 2, "DE", kept)["text"]
+
+
+@pytest.mark.parametrize("route", [SYNC, ASYNC])
+async def test_speed_scales_the_recorded_timings(journals: dict[str, Path], route: str) -> None:
+    """Turns go out no earlier than their recorded offset divided by `speed`, and still match."""
+    [entry] = [e for e in entries_of(journals["legacy"], route) if len(e.call.turns) >= 3][:1]
+    turns = [t.model_copy(update={"offset_ms": 600 * i}) for i, t in enumerate(entry.call.turns)]
+    end = entry.call.end.model_copy(update={"offset_ms": 600 * len(turns)})
+    call = entry.call.model_copy(update={"turns": turns, "end": end})
+    async with Endpoints() as endpoints:
+        [result] = await replay(
+            endpoints, [Entry(entry.line, call)], route, "legacy", ReplayOptions(speed=2)
+        )
+    assert mismatches([result]) == set()
+    for turn in result.turns:
+        assert turn.sent_s is not None and turn.sent_s >= turn.offset_ms / 1000 / 2
