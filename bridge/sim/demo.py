@@ -771,6 +771,9 @@ async def _report(demo: _Demo, app: web.Application, checks: _Checks, calls: int
     demo.say(*_latency_table(gateway, demo.calls))
     demo.say("", "Translations by node:")
     demo.say(*_node_table(app))
+    from bridge.sim.replay_demo import replay_phase  # it builds on this module's runs
+
+    await replay_phase(demo.say, checks.add)
     _summary(demo, checks)
 
 
