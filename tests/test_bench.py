@@ -14,6 +14,7 @@ import yaml
 from aiohttp import web
 
 from bench import loadgen
+from bench import replay as replay_bench
 from bench.__main__ import LEVELS, Results, render, turns_by_role, verdicts
 from bench.configs import CONFIGURATIONS, TOKEN, bridge_config, nginx_config
 from bridge.app import create_app
@@ -144,3 +145,28 @@ def test_a_target_against_a_baseline_noisier_than_the_difference_is_unclear() ->
     found = {target: met for target, _, met in verdicts(res)}
     assert found["pass-through added p99 ≤ 1.5x nginx's (50 % load)"] is False  # 2.0 vs 1.0
     assert found["shadow: primary added p99 within 10 % (50 % of pass-through load)"] is False
+
+
+async def test_replay_bench_quick() -> None:
+    """`python -m bench.replay --quick`: every call recorded, none dropped, and the journal
+    replayed at each concurrency, every turn matching what was recorded."""
+    opts = replay_bench.QUICK
+    result = await replay_bench.run(opts)
+    rows = result["recording"]
+    wanted = {(path, on) for path in replay_bench.ROUTES.values() for on in (False, True)}
+    assert {(r["path"], r["record"]) for r in rows} == wanted
+    for row in rows:
+        assert row["errors"] == 0 and row["dropped"] == 0, row
+        assert row["calls"] > 0 and row["turns"] == row["calls"] * opts.turns_per_call
+        assert row["journal_calls"] == (row["calls"] if row["record"] else 0)
+        assert (row["journal_bytes_per_call"] > 0) == row["record"]
+        assert ("cpu_ratio" in row) == row["record"]
+    replayed = result["replay"]
+    journal = replayed["journal"]
+    assert journal["calls"] == opts.replay_calls and journal["errors"] == journal["dropped"] == 0
+    assert [r["concurrency"] for r in replayed["runs"]] == list(opts.concurrency)
+    for run in replayed["runs"]:
+        assert run["replayed"] == run["calls"] == opts.replay_calls and run["errors"] == 0
+        assert run["turns"] == run["turns_matched"] == journal["turns"]
+        assert run["calls_per_s"] > 0 and run["turns_per_s"] > 0
+    assert len(replay_bench.report(result)) == 3 + len(rows) + 3 + len(replayed["runs"])
