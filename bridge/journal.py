@@ -31,6 +31,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -172,7 +173,11 @@ class _Number:
 
     @classmethod
     def of(cls, number: PhoneNumber) -> _Number:
-        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        return _number_of(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+    @classmethod
+    def parsed(cls, e164: str) -> _Number:
+        number = phonenumbers.parse(e164)
         return cls(
             e164=e164,
             nsn=phonenumbers.national_significant_number(number),
@@ -185,6 +190,36 @@ class _Number:
     @property
     def shape(self) -> tuple[int, str | None, bool, int]:
         return (self.country_code, self.region, self.valid, self.kind)
+
+
+# Redaction runs on the serving process's loop (bench/replay.py: ~2 ms a call, mostly
+# phonenumbers); parties and texts recur within and across calls, so their analyses are cached.
+@lru_cache(maxsize=4096)
+def _number_of(e164: str) -> _Number:
+    return _Number.parsed(e164)
+
+
+@lru_cache(maxsize=4096)
+def _party(text: str, region: str | None) -> tuple[str | None, str | None]:
+    """The E.164 number of a party's value and its extension; (None, None) if not a number."""
+    info = number_metadata(text, region)
+    if info.e164 is None or info.metadata is None:
+        return None, None
+    ext = info.metadata.get("ext")
+    return info.e164, ext if isinstance(ext, str) else None
+
+
+@lru_cache(maxsize=4096)
+def _numbers_in(text: str, region: str | None) -> tuple[tuple[str, str], ...]:
+    """(E.164, extension) of each valid number phonenumbers' matcher finds in `text`."""
+    # Leniency VALID: dates, times and digits glued to letters are not taken for numbers.
+    return tuple(
+        (
+            phonenumbers.format_number(m.number, phonenumbers.PhoneNumberFormat.E164),
+            m.number.extension or "",
+        )
+        for m in PhoneNumberMatcher(text, region)
+    )
 
 
 class Redactor:
@@ -398,6 +433,7 @@ class _CallRedaction:
     numbers: dict[str, _Number] = field(default_factory=dict)
     secrets: set[str] = field(default_factory=set)  # digit strings masked wherever they occur
     masked_events: set[int] = field(default_factory=set)  # id() of DTMF events masked whole
+    _scanned: set[str] = field(default_factory=set, init=False)
     _rewrite: re.Pattern[str] | None = field(default=None, init=False)
     _replacements: list[str | None] = field(default_factory=list, init=False)
 
@@ -407,24 +443,23 @@ class _CallRedaction:
         if isinstance(raw, bool) or not isinstance(raw, str | int):
             return
         text = str(raw)
-        info = number_metadata(text, self.region)
-        if info.e164 is None or info.metadata is None:
+        e164, ext = _party(text, self.region)
+        if e164 is None:
             self._add_runs(text)
             return
-        self._add_number(phonenumbers.parse(info.e164))
-        ext = info.metadata.get("ext")
-        if isinstance(ext, str):
+        self._add_e164(e164)
+        if ext is not None:
             self._add_secret(ext)
 
     def scan_text(self, text: str) -> None:
-        if not _CANDIDATE.search(text):
+        if text in self._scanned or not _CANDIDATE.search(text):
             return
-        # Leniency VALID: dates, times and digits glued to letters are not taken for numbers.
+        self._scanned.add(text)
         # The call's own parties are found by their digits, wherever they are (`rewrite`).
-        for match in PhoneNumberMatcher(text, self.region):
-            if match.number.extension:
-                self._add_secret(match.number.extension)
-            self._add_number(match.number)
+        for e164, extension in _numbers_in(text, self.region):
+            if extension:
+                self._add_secret(extension)
+            self._add_e164(e164)
 
     def add_dtmf(self, value: object) -> None:
         digits = _digits(value)
@@ -435,10 +470,9 @@ class _CallRedaction:
         for run in _DIGIT_RUN.finditer(text):
             self._add_runs(run.group(), numbers_apart=True)
 
-    def _add_number(self, number: PhoneNumber) -> None:
-        known = _Number.of(number)
-        if known.e164 not in self.kept:
-            self.numbers.setdefault(known.e164, known)
+    def _add_e164(self, e164: str) -> None:
+        if e164 not in self.kept and e164 not in self.numbers:
+            self.numbers[e164] = _number_of(e164)
 
     def _add_runs(self, text: str, *, numbers_apart: bool = False) -> None:
         for run in _DIGIT_RUN.finditer(text):
