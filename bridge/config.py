@@ -79,6 +79,8 @@ class Migration(_Strict):
     shadow_max_cpu: float | None = Field(default=None, gt=0, le=1)
     force: Literal["legacy", "voicegateway"] | None = None
     rules: list[Rule] = Field(default_factory=list)
+    # A caller gone within this long of the start is an `early_hangup` (bridge/kpi.py).
+    early_hangup_s: float = Field(default=5.0, ge=0, le=600)
 
 
 class Route(_Strict):

@@ -16,6 +16,11 @@ import bridge
 # Voice turns take a few ms (translated, fast app) to seconds (slow flows); 10 s is VAIC's horizon.
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+# Voice KPIs (design §2.7): the wait for the first prompt, turns and duration of a call.
+FIRST_PROMPT_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+TURN_COUNT_BUCKETS = (1, 2, 3, 5, 8, 13, 21, 34, 55)
+CALL_DURATION_BUCKETS = (5, 10, 30, 60, 120, 300, 600, 1800)
+
 _M = TypeVar("_M", Counter, Gauge, Histogram)
 
 
@@ -38,6 +43,40 @@ class Metrics:
             "acvg_calls_ended_total",
             "Calls ended, by route, path, role and reason.",
             ["route", "path", "role", "reason"],
+            registry=reg,
+        )
+        self.call_outcomes = Counter(
+            "acvg_call_outcomes_total",
+            "Primary calls by how they ended for the caller (bridge/kpi.py): caller_hangup, "
+            "bot_hangup, transferred, no_input_giveup, error, early_hangup.",
+            ["route", "path", "outcome"],
+            registry=reg,
+        )
+        self.time_to_first_prompt = Histogram(
+            "acvg_time_to_first_prompt_seconds",
+            "From the start event to VAIC getting the call's first prompt (primary calls).",
+            ["route", "path"],
+            buckets=FIRST_PROMPT_BUCKETS,
+            registry=reg,
+        )
+        self.call_turns = Histogram(
+            "acvg_call_turns",
+            "Caller turns per primary call.",
+            ["route", "path"],
+            buckets=TURN_COUNT_BUCKETS,
+            registry=reg,
+        )
+        self.call_duration = Histogram(
+            "acvg_call_duration_seconds",
+            "Duration of primary calls, from the start event to their end.",
+            ["route", "path"],
+            buckets=CALL_DURATION_BUCKETS,
+            registry=reg,
+        )
+        self.no_input_events = Counter(
+            "acvg_no_input_events_total",
+            "noUserInput events callers' calls produced (primary calls).",
+            ["route", "path"],
             registry=reg,
         )
         self.calls_active = Gauge(

@@ -25,6 +25,7 @@ from bridge.config import Route
 from bridge.delivery import Channel, Delivery, Outbox
 from bridge.divergence import DivergenceLog
 from bridge.errors import CallMoved
+from bridge.kpi import CallKpi
 from bridge.mapping.loader import MappingSet
 from bridge.metrics import Metrics
 from bridge.numbers import NumberInfo, number_metadata
@@ -92,6 +93,7 @@ class CallSession:
         self._journals, self._transport = journals, transport
         self._journal: CallJournal | None = None  # opened once the path is chosen, if sampled
         self._async_inputs: tuple[dict[str, Any], ...] = ()
+        self._kpi = CallKpi(route.migration.early_hangup_s)
         self._outbox = Outbox(
             async_mode=route.async_mode,
             settle_s=route.turn_settle_ms / 1000,
@@ -153,6 +155,7 @@ class CallSession:
                 if self._handed_off:  # the snapshot went without this turn: serve it there
                     raise CallMoved
                 started = self._loop.time()
+                self._kpi.inputs(started, activities)
                 response: asyncio.Future[Outputs] | None = None
                 if self._outbox.async_mode:
                     self._close_async_turn(started)
@@ -395,6 +398,7 @@ class CallSession:
         self._metrics.calls_started.labels(self.route_name, path, "primary").inc()
         if self._closed:  # VAIC hung up (or the call expired) while the path was being chosen
             self._metrics.calls_ended.labels(self.route_name, path, "primary", "other").inc()
+            self._kpi.record(self._metrics, self.route_name, path, self._loop.time(), "other")
             if self._primary is not None:
                 await self._primary.end(None, "caller left during call setup")
             return
@@ -472,6 +476,8 @@ class CallSession:
                     continue
                 if self._push is not None and self._push.carries_responses:
                     await self._push_delivery(delivery)
+                else:
+                    self._kpi.delivered(self._loop.time(), delivery.outputs)
                 response.set_result(delivery.outputs)
             else:
                 await self._push_delivery(delivery)
@@ -508,6 +514,8 @@ class CallSession:
         if self.path is not None:
             self._metrics.calls_active.labels(self.route_name, self.path, "primary").dec()
             self._metrics.calls_ended.labels(self.route_name, self.path, "primary", reason).inc()
+            now = self._loop.time()
+            self._kpi.record(self._metrics, self.route_name, self.path, now, reason)
 
     def _close_async_turn(self, now: float) -> None:
         """Async mode: a turn's outputs, for comparison, are those before the next input."""
@@ -529,6 +537,7 @@ class CallSession:
                 return
             try:
                 await channel.push(list(delivery.outputs))
+                self._kpi.delivered(self._loop.time(), delivery.outputs)
             except ConnectionError:
                 self.log.info("push channel lost; outputs wait for the next channel")
                 self._outbox.requeue(delivery)

@@ -194,6 +194,73 @@ def _latency() -> list[Spec]:
     ]
 
 
+def _kpis() -> list[Spec]:
+    def ratio(metric: str, per: str) -> str:
+        return (
+            f"sum by (path) (rate({metric}{{{ROUTE}}}{RATE})) / "
+            f"sum by (path) (rate({per}{{{ROUTE}}}{RATE}))"
+        )
+
+    return [
+        *_per_path(
+            "Call outcomes",
+            "How primary calls ended for the caller (bridge/kpi.py): caller_hangup, bot_hangup, "
+            "transferred, no_input_giveup, error, early_hangup (gone before the first prompt or "
+            "within migration.early_hangup_s), as a share of the path's ended calls.",
+            lambda p: [
+                Target(
+                    f'sum by (outcome) (rate(acvg_call_outcomes_total{{{ROUTE}, path="{p}"}}'
+                    f"{RATE})) / ignoring (outcome) group_left sum (rate("
+                    f'acvg_call_outcomes_total{{{ROUTE}, path="{p}"}}{RATE}))',
+                    "{{outcome}}",
+                )
+            ],
+            unit="percentunit",
+        ),
+        _timeseries(
+            "Time to first prompt",
+            "From the start event to VAIC getting the call's first prompt, p50 and p95 per path.",
+            *[
+                Target(
+                    f"histogram_quantile({q}, sum by (path, le) (rate("
+                    f"acvg_time_to_first_prompt_seconds_bucket{{{ROUTE}}}{RATE})))",
+                    f"{{{{path}}}} p{round(q * 100)}",
+                )
+                for q in (0.5, 0.95)
+            ],
+            unit="s",
+            width=8,
+        ),
+        _timeseries(
+            "Turns per call and no-input rate",
+            "Mean caller turns per ended call, and noUserInput events per turn, per path.",
+            Target(
+                ratio("acvg_call_turns_sum", "acvg_call_turns_count"), "{{path}} turns per call"
+            ),
+            Target(
+                ratio("acvg_no_input_events_total", "acvg_call_turns_sum"),
+                "{{path}} no-input per turn",
+            ),
+            width=8,
+        ),
+        _timeseries(
+            "Call duration",
+            "Mean and p95 duration of primary calls per path.",
+            Target(
+                ratio("acvg_call_duration_seconds_sum", "acvg_call_duration_seconds_count"),
+                "{{path}} mean",
+            ),
+            Target(
+                "histogram_quantile(0.95, sum by (path, le) (rate("
+                f"acvg_call_duration_seconds_bucket{{{ROUTE}}}{RATE})))",
+                "{{path}} p95",
+            ),
+            unit="s",
+            width=8,
+        ),
+    ]
+
+
 def _shadow() -> list[Spec]:
     nonmatch = f'{ROUTE}, result!="match"'
     return [
@@ -417,6 +484,7 @@ ROWS: tuple[tuple[str, Any], ...] = (
     ("Traffic: legacy | voicegateway", _traffic),
     ("Routing", _routing),
     ("Turn latency: legacy | voicegateway", _latency),
+    ("Voice KPIs: what callers lived through, legacy | voicegateway", _kpis),
     ("Shadow comparison", _shadow),
     ("Translation", _translation),
     ("Upstreams", _upstreams),
