@@ -73,6 +73,18 @@ class Metrics:
             buckets=CALL_DURATION_BUCKETS,
             registry=reg,
         )
+        self.rollout_step = Gauge(
+            "acvg_rollout_step",
+            "The migration plan's current step per route: its voicegateway_percent (design §2.7).",
+            ["route"],
+            registry=reg,
+        )
+        self.rollout_decisions = Counter(
+            "acvg_rollout_decisions_total",
+            "Migration plan verdicts per route: promote, hold, rollback (dry runs included).",
+            ["route", "decision"],
+            registry=reg,
+        )
         self.no_input_events = Counter(
             "acvg_no_input_events_total",
             "noUserInput events callers' calls produced (primary calls).",

@@ -34,6 +34,8 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
     "acvg_call_turns": ("histogram", frozenset({"route", "path"})),
     "acvg_call_duration_seconds": ("histogram", frozenset({"route", "path"})),
     "acvg_no_input_events_total": ("counter", frozenset({"route", "path"})),
+    "acvg_rollout_step": ("gauge", frozenset({"route"})),
+    "acvg_rollout_decisions_total": ("counter", frozenset({"route", "decision"})),
     "acvg_translations_total": ("counter", frozenset({"direction", "node", "result"})),
     "acvg_shadow_comparisons_total": ("counter", frozenset({"route", "node", "result"})),
     "acvg_shadow_field_mismatches_total": ("counter", frozenset({"route", "node", "field"})),
@@ -219,9 +221,15 @@ async def test_metrics_endpoint_under_traffic_passes_promtool(
     seen = {name for name, sample in samples(text) if sample.name.endswith(("_total", "_count"))}
     # Every counter and histogram got samples, except timeouts the simulator never causes and
     # the cluster's counters, which one instance without Redis never moves (test_cluster.py),
-    # and journal drops, with no journal here (test_recording.py).
+    # and journal drops, with no journal here (test_recording.py), and plan decisions, with no
+    # plan here (test_rollout.py).
     expected = {n for n, (kind, _) in CONTRACT.items() if kind in {"counter", "histogram"}}
-    unmoved = {"acvg_vg_ack_timeouts_total", "acvg_journal_dropped_total", *CLUSTER_COUNTERS}
+    unmoved = {
+        "acvg_vg_ack_timeouts_total",
+        "acvg_journal_dropped_total",
+        "acvg_rollout_decisions_total",
+        *CLUSTER_COUNTERS,
+    }
     assert seen == expected - unmoved
 
 
