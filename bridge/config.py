@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bridge.errors import ConfigError
 from bridge.journal import JournalSettings
+from bridge.rollout_config import Plan
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _ROUTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -81,6 +82,18 @@ class Migration(_Strict):
     rules: list[Rule] = Field(default_factory=list)
     # A caller gone within this long of the start is an `early_hangup` (bridge/kpi.py).
     early_hangup_s: float = Field(default=5.0, ge=0, le=600)
+    # Steps voicegateway_percent by itself on voice KPIs (design §2.7, bridge/rollout.py).
+    plan: Plan | None = None
+
+    @model_validator(mode="after")
+    def _plan_fits(self) -> Migration:
+        gates = self.plan.gates if self.plan is not None else None
+        if gates is not None and gates.node_match_rate is not None and not self.shadow:
+            raise ValueError(
+                "plan.gates.node_match_rate needs migration.shadow: true (the shadow "
+                "comparisons are what it judges)"
+            )
+        return self
 
 
 class Route(_Strict):
@@ -133,6 +146,8 @@ class Route(_Strict):
                 )
             if any(rule.path == "voicegateway" for rule in mig.rules):
                 raise ValueError("a migration rule sends calls to voicegateway, which is not set")
+            if mig.plan is not None:
+                raise ValueError("migration.plan moves calls to voicegateway, which is not set")
         if self.legacy is None:
             if mig.shadow:
                 raise ValueError("migration.shadow needs both a legacy and a voicegateway upstream")
@@ -141,6 +156,11 @@ class Route(_Strict):
             if 0 < mig.voicegateway_percent < 100:
                 raise ValueError(
                     "voicegateway_percent below 100 needs a legacy upstream for the rest"
+                )
+            if mig.plan is not None:
+                raise ValueError(
+                    "migration.plan needs a legacy upstream (its calls are the baseline and "
+                    "where a rollback sends them)"
                 )
         return self
 

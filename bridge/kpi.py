@@ -107,5 +107,6 @@ class CallKpi:
         if self.first_prompt_at is not None:
             wait = self.first_prompt_at - self.started_at
             metrics.time_to_first_prompt.labels(route, path).observe(max(0.0, wait))
+            metrics.evidence.observe(route, "time_to_first_prompt", path, max(0.0, wait))
         metrics.call_turns.labels(route, path).observe(self.turns)
         metrics.call_duration.labels(route, path).observe(max(0.0, now - self.started_at))

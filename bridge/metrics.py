@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import generate_latest
 
 import bridge
+from bridge.evidence import Evidence
 
 # Voice turns take a few ms (translated, fast app) to seconds (slow flows); 10 s is VAIC's horizon.
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -30,6 +31,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        # what migration plans judge (bridge/evidence.py): read from these metrics, plus values
+        self.evidence = Evidence(self)
         reg = self.registry
         self.build_info = Info("acvg_build", "Build information of acvg-bridge.", registry=reg)
         self.build_info.info({"version": bridge.__version__})

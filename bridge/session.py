@@ -177,6 +177,9 @@ class CallSession:
                     self._metrics.child(
                         self._metrics.turn_duration, self.route_name, self.path, "primary"
                     ).observe(latency)
+                    self._metrics.evidence.observe(
+                        self.route_name, "turn_latency", self.path, latency
+                    )
                 if response is not None and self._shadow is not None:
                     self._shadow.primary_turn(turn, outputs, latency)
         finally:
@@ -390,7 +393,10 @@ class CallSession:
         )
         path, reason = decision.path, decision.reason
         started = await self._start_path(path, info, activities)
-        if not started and path == "voicegateway" and self.route.legacy is not None:
+        # a caller who left while voicegateway set up is that path's call (an early hangup
+        # there), not a fallback
+        fall_back = path == "voicegateway" and self.route.legacy is not None and not self._closed
+        if not started and fall_back:
             path, reason = "legacy", "fallback"
             started = await self._start_path(path, info, activities)
         self.path = path
@@ -437,8 +443,9 @@ class CallSession:
             self._primary = self._make_path(path, info, self)
             await self._primary.start(activities)
         except PathStartError as exc:
-            self._metrics.upstream_errors.labels(self.route_name, path, exc.kind).inc()
-            self.log.warning("%s path could not start the call (%s)", path, exc.kind)
+            if not self._closed:  # else the caller left during the setup: no upstream's fault
+                self._metrics.upstream_errors.labels(self.route_name, path, exc.kind).inc()
+                self.log.warning("%s path could not start the call (%s)", path, exc.kind)
             if self._primary is not None:
                 await self._primary.close()
             self._primary = None

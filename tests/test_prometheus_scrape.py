@@ -200,7 +200,7 @@ async def test_recording_rules_evaluate_on_real_data(scraped: Prometheus) -> Non
 
 # Nothing the simulators do produces these series: no timeouts, nothing unmapped; and one
 # instance without Redis never takes over, forwards or fails a store operation; the traffic
-# records no journal, so none drops.
+# records no journal, so none drops; no route has a migration plan, so no step or verdict.
 NO_DATA = {
     "Unmapped activities in shadow comparisons",
     "Unmapped and failed translations",
@@ -208,6 +208,8 @@ NO_DATA = {
     "Takeovers and forwarded requests",
     "State store errors",
     "Journal records dropped",
+    "Rollout step",
+    "Rollout decisions",
 }
 
 

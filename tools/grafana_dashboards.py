@@ -261,6 +261,41 @@ def _kpis() -> list[Spec]:
     ]
 
 
+def _rollout() -> list[Spec]:
+    return [
+        _timeseries(
+            "Rollout step",
+            "The migration plan's current step per route: its voicegateway_percent (design "
+            "§2.7). Empty for routes without migration.plan.",
+            Target(f"max by (route) (acvg_rollout_step{{{ROUTE}}})", "{{route}}"),
+            unit="percent",
+            defaults={"min": 0, "max": 100},
+            custom={"fillOpacity": 0, "showPoints": "never", "lineInterpolation": "stepAfter"},
+        ),
+        Spec(
+            "bargauge",
+            "Rollout decisions",
+            "The plans' verdicts over the time range per route: promote (next step), hold, "
+            "rollback (previous step, or legacy at the first); dry runs count too. "
+            "GET /admin/plan?route=R gives the last verdict with each gate's figures.",
+            [
+                Target(
+                    "sum by (route, decision) "
+                    f"(increase(acvg_rollout_decisions_total{{{ROUTE}}}[$__range]))",
+                    "{{route}} {{decision}}",
+                    instant=True,
+                )
+            ],
+            options={
+                "displayMode": "basic",
+                "orientation": "horizontal",
+                "showUnfilled": True,
+                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            },
+        ),
+    ]
+
+
 def _shadow() -> list[Spec]:
     nonmatch = f'{ROUTE}, result!="match"'
     return [
@@ -485,6 +520,7 @@ ROWS: tuple[tuple[str, Any], ...] = (
     ("Routing", _routing),
     ("Turn latency: legacy | voicegateway", _latency),
     ("Voice KPIs: what callers lived through, legacy | voicegateway", _kpis),
+    ("Rollout: the migration plans' steps and verdicts", _rollout),
     ("Shadow comparison", _shadow),
     ("Translation", _translation),
     ("Upstreams", _upstreams),

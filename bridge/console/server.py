@@ -42,6 +42,7 @@ from bridge.console.exchange import Exchange
 from bridge.console.figures import Figures, read_figures
 from bridge.console.fleet import announce_steering, fleet_sync
 from bridge.console.history import FleetReading, History, figures_reading
+from bridge.console.plan import get_plan, plan_loop, post_plan, rollout_for
 from bridge.console.steering import AuditLog, SteeringError, audit_path, parse_change, steer
 from bridge.console.view import (
     divergence_items,
@@ -209,7 +210,13 @@ async def _state(request: web.Request, gateway: Gateway) -> dict[str, Any]:
             "samples": [s.to_json() for s in console.history.samples()],
         },
         "audit": console.audit_for(gateway).recent(50),
+        "plans": _plans(request.app, console),
     }
+
+
+def _plans(app: web.Application, console: Console) -> list[dict[str, Any]]:
+    rollout = rollout_for(app, console.audit_for)
+    return [rollout.describe(name) for name in rollout.names()]
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -319,6 +326,19 @@ async def migration(request: web.Request, gateway: Gateway) -> web.Response:
     return _json({"status": "changed", **result})
 
 
+async def plan_state(request: web.Request, gateway: Gateway) -> web.Response:
+    return await get_plan(request, gateway, rollout_for(request.app, _audit_of(request)))
+
+
+async def plan_action(request: web.Request, gateway: Gateway) -> web.Response:
+    audit = _audit_of(request)
+    return await post_plan(request, gateway, rollout_for(request.app, audit), audit(gateway))
+
+
+def _audit_of(request: web.Request) -> Any:
+    return request.app[ConsoleKey].audit_for
+
+
 # ---------------------------------------------------------------- wiring
 
 
@@ -352,11 +372,15 @@ def add_console_routes(app: web.Application) -> None:
             web.get("/console/api/divergences", _admin_only(divergences)),
             web.get("/console/api/stream", _admin_only(stream)),
             web.post("/console/api/routes/{route}/migration", _admin_only(migration)),
+            web.get("/admin/plan", _admin_only(plan_state)),
+            web.post("/admin/plan", _admin_only(plan_action)),
         ]
     )
     app.cleanup_ctx.append(_sampler)
     app.cleanup_ctx.append(_sharing)
     app.cleanup_ctx.append(fleet_sync(app[ConsoleKey].audit_for))
+    rollout_for(app, app[ConsoleKey].audit_for)  # made before the app starts (and freezes)
+    app.cleanup_ctx.append(plan_loop(app[ConsoleKey].audit_for))
     app.on_shutdown.append(_stop_streams)
 
 
