@@ -26,13 +26,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from bridge.app import Gateway
 from bridge.config import Route
+from bridge.evidence import Window
 from bridge.gates import Verdict, judge, vg_calls
 from bridge.rollout_config import Plan
 
@@ -74,10 +75,8 @@ class PlanState:
     since: float
     state: StateName = "running"
     reason: str = ""
-    verdict: Verdict | None = None
-    verdict_at: float | None = None
+    verdict: dict[str, Any] | None = None  # the last verdict as `describe` shows it
     next_evaluation: float | None = None
-    pending: Verdict | None = None  # awaiting approval
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY))
     forced_by_plan: bool = False
 
@@ -100,11 +99,18 @@ class Rollout:
         self.clock = clock
         self.plans: dict[str, PlanState] = {}
         self.changed = 0  # audit lines written by the last tick (the fleet is told of them)
+        # With a cluster (bridge/console/plan.py): only the leader ticks; the others follow the
+        # leader's state documents (shown by `describe`, and their windows open with its steps).
+        self.leader = True
+        self.followed: dict[str, dict[str, Any]] = {}
+        self._epochs: dict[str, str] = {}
+        self._windows: dict[str, Window] = {}
 
     # ------------------------------------------------------------ one round
 
-    def tick(self) -> None:
-        """Judge and act for every route with a plan (module doc)."""
+    def tick(self, windows: Mapping[str, Window] | None = None) -> None:
+        """Judge and act for every route with a plan (module doc); `windows`: the fleet's
+        evidence per route (default: this instance's)."""
         now = self.clock()
         self.changed = 0
         routes = {
@@ -120,9 +126,11 @@ class Rollout:
                 del self.plans[name]
                 self._gateway.metrics.rollout_step.remove(name)
         for name, route in routes.items():
-            self._tick_route(name, route, now)
+            window = (windows or {}).get(name) or self._gateway.metrics.evidence.window(name)
+            self._windows[name] = window
+            self._tick_route(name, route, now, window)
 
-    def _tick_route(self, name: str, route: Route, now: float) -> None:
+    def _tick_route(self, name: str, route: Route, now: float, window: Window) -> None:
         plan = route.migration.plan
         assert plan is not None
         current = self.plans.get(name)
@@ -158,7 +166,6 @@ class Rollout:
         if index == len(plan.steps) - 1:
             self._set(current, "complete", f"on the last step, {current.step:g} %")
             return
-        window = self._gateway.metrics.evidence.window(name)
         calls = vg_calls(window)
         held = now - current.since
         if held < plan.hold or calls < plan.min_calls:
@@ -177,7 +184,6 @@ class Rollout:
         if verdict.decision == "promote":
             target = plan.steps[index + 1]
             if plan.approve == "manual":
-                current.pending = verdict
                 self._set(current, "awaiting_approval", f"promote to {target:g} % needs approval")
                 return
             self._move(name, plan, current, now, target, verdict.decision)
@@ -190,12 +196,36 @@ class Rollout:
     # ------------------------------------------------------------ decisions
 
     def _begin(self, name: str, route: Route, plan: Plan, now: float) -> PlanState:
+        for decision in ("promote", "hold", "rollback"):  # each series exists from the start
+            self._gateway.metrics.rollout_decisions.labels(name, decision).inc(0)
+        restored = _restore(self.followed.get(name), plan)
+        if restored is not None:  # a new leader goes on where the last one stood
+            return restored
         percent = route.migration.voicegateway_percent
         step = percent if percent in plan.steps else None
         self._gateway.metrics.evidence.open(name)
-        for decision in ("promote", "hold", "rollback"):  # each series exists from the start
-            self._gateway.metrics.rollout_decisions.labels(name, decision).inc(0)
+        self._epochs[name] = _stamp(now)
         return PlanState(step=step, since=now)
+
+    def follow(self, docs: Mapping[str, dict[str, Any]]) -> None:
+        """The leader's state documents: a step that began there opens this instance's window."""
+        self.followed = dict(docs)
+        if self.leader:
+            return
+        evidence = self._gateway.metrics.evidence
+        names = self.names()
+        if evidence.watched != frozenset(names):
+            evidence.watch(names)
+        for name in names:
+            since = docs.get(name, {}).get("since")
+            if isinstance(since, str) and self._epochs.get(name) != since:
+                evidence.open(name)
+                self._epochs[name] = since
+                self.plans.pop(name, None)  # the leader's, not a stale one of ours
+
+    def epoch(self, name: str) -> str | None:
+        """The start of the route's current window, as the fleet names it."""
+        return self._epochs.get(name)
 
     def _percent(self, route: Route, current: PlanState, plan: Plan) -> float | None:
         """The step the route stands on: the real percentage, or the imagined one of a dry run."""
@@ -209,8 +239,8 @@ class Rollout:
     def _adopt(self, name: str, current: PlanState, step: float, now: float, why: str) -> None:
         current.step, current.since = step, now
         current.next_evaluation = None
-        current.pending = None
         self._gateway.metrics.evidence.open(name)
+        self._epochs[name] = _stamp(now)
         self._set(current, "running", why)
 
     def _start(self, name: str, plan: Plan, current: PlanState, now: float) -> None:
@@ -222,7 +252,7 @@ class Rollout:
     def _record_verdict(
         self, name: str, plan: Plan, current: PlanState, verdict: Verdict, now: float, calls: int
     ) -> None:
-        current.verdict, current.verdict_at = verdict, now
+        current.verdict = verdict.to_json() | {"at": _stamp(now)}
         index = plan.steps.index(current.step) if current.step is not None else -1
         if verdict.decision == "promote":
             target: float | None = plan.steps[index + 1]
@@ -325,21 +355,23 @@ class Rollout:
 
     # ------------------------------------------------------------ operators
 
-    def approve(self, name: str) -> dict[str, Any]:
+    def approve(self, name: str, who: str) -> dict[str, Any]:
         """A person approves the pending promotion of `name`."""
         current, plan = self._plan(name)
-        if current.state != "awaiting_approval" or current.pending is None:
+        if current.state != "awaiting_approval":
             raise RolloutError(409, "nothing_to_approve", f"route {name!r} awaits no approval")
         assert current.step is not None
-        target = plan.steps[plan.steps.index(current.step) + 1]
+        old, target = current.step, plan.steps[plan.steps.index(current.step) + 1]
         self.changed = 0
-        if self._move(name, plan, current, self.clock(), target, "approved, promoted"):
-            current.history.appendleft(
-                {"time": _stamp(self.clock()), "decision": "approved", "old": None, "new": target}
-            )
+        self._by_person(
+            name,
+            current,
+            lambda: self._move(name, plan, current, self.clock(), target, "approved, promoted"),
+        )
+        self._log_person(name, plan, current, "approved", old, target, who)
         return self.describe(name)
 
-    def resume(self, name: str) -> dict[str, Any]:
+    def resume(self, name: str, who: str) -> dict[str, Any]:
         """A person lets a rolled-back plan go on from the step it stands on."""
         current, plan = self._plan(name)
         if current.state != "rolled_back":
@@ -347,11 +379,38 @@ class Rollout:
         route = self._gateway.config.routes[name]
         self.changed = 0
         if current.forced_by_plan and route.migration.force == "legacy" and not plan.dry_run:
-            if not self._steer(name, {"force": None}, current):
-                return self.describe(name)
+            self._by_person(name, current, lambda: self._steer(name, {"force": None}, current))
             current.forced_by_plan = False
-        self._adopt(name, current, current.step or plan.steps[0], self.clock(), "resumed")
+        step = current.step or plan.steps[0]
+        self._adopt(name, current, step, self.clock(), "resumed")
+        self._log_person(name, plan, current, "resumed", step, step, who)
         return self.describe(name)
+
+    @staticmethod
+    def _by_person(name: str, current: PlanState, act: Callable[[], bool]) -> None:
+        """Do what a person asked; when the route cannot take it, say why (409) and leave the
+        plan as it was."""
+        state, reason = current.state, current.reason
+        if not act():
+            failure = current.reason
+            current.state, current.reason = state, reason
+            raise RolloutError(409, "cannot_act", f"route {name!r}: {failure}")
+
+    def _log_person(
+        self,
+        name: str,
+        plan: Plan,
+        current: PlanState,
+        decision: str,
+        old: float,
+        new: float,
+        who: str,
+    ) -> None:
+        entry = self._entry(name, plan, current, self.clock(), decision, new, f"by {who}", None, 0)
+        entry |= {"who": who, "old": old}
+        current.history.appendleft(entry)
+        self._audit().record(entry)
+        self.changed += 1
 
     def _plan(self, name: str) -> tuple[PlanState, Plan]:
         route = self._gateway.config.routes.get(name)
@@ -359,19 +418,22 @@ class Rollout:
             raise RolloutError(404, "not_found", f"route {name!r} has no migration plan")
         current = self.plans.get(name)
         if current is None:
-            self.tick()
-            current = self.plans[name]
+            current = self.plans[name] = self._begin(
+                name, route, route.migration.plan, self.clock()
+            )
         return current, route.migration.plan
 
     # ------------------------------------------------------------ reading
 
     def describe(self, name: str) -> dict[str, Any]:
-        """`GET /admin/plan?route=` (design §2.7): the plan, where it stands, the last verdict."""
+        """`GET /admin/plan?route=` (design §2.7): the plan, where it stands, the last verdict.
+        Not the leader of a cluster: the leader's document, as last read."""
+        if not self.leader and name in self.followed and name in self.names():
+            return self.followed[name] | {"leader": False}
         current, plan = self._plan(name)
         now = self.clock()
         route = self._gateway.config.routes[name]
-        window = self._gateway.metrics.evidence.window(name)
-        verdict = current.pending or current.verdict
+        window = self._windows.get(name) or self._gateway.metrics.evidence.window(name)
         return {
             "route": name,
             "plan": plan.model_dump(mode="json", exclude={"gates"})
@@ -388,12 +450,10 @@ class Rollout:
                 _stamp(current.next_evaluation) if current.next_evaluation is not None else None
             ),
             "voicegateway_calls": vg_calls(window),
-            "verdict": (
-                None
-                if verdict is None
-                else verdict.to_json() | {"at": _stamp(current.verdict_at or now)}
-            ),
+            "verdict": current.verdict,
             "history": list(current.history),
+            "forced_by_plan": current.forced_by_plan,
+            "leader": True,
         }
 
     def names(self) -> list[str]:
@@ -402,6 +462,41 @@ class Rollout:
             for name, route in self._gateway.config.routes.items()
             if route.migration.plan is not None
         ]
+
+
+def _instant(text: object) -> float | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+_STATES = ("running", "awaiting_approval", "rolled_back", "paused", "complete")
+
+
+def _restore(doc: Mapping[str, Any] | None, plan: Plan) -> PlanState | None:
+    """The plan state a `describe` document holds; None when it does not fit this plan."""
+    if doc is None:
+        return None
+    since, step, state = _instant(doc.get("since")), doc.get("step"), doc.get("state")
+    if since is None or state not in _STATES or (step is not None and step not in plan.steps):
+        return None
+    history = doc.get("history")
+    verdict = doc.get("verdict")
+    restored = PlanState(
+        step=float(step) if step is not None else None,
+        since=since,
+        state=state,
+        reason=str(doc.get("reason") or ""),
+        verdict=verdict if isinstance(verdict, dict) else None,
+        next_evaluation=_instant(doc.get("next_evaluation")),
+        forced_by_plan=doc.get("forced_by_plan") is True,
+    )
+    if isinstance(history, list):
+        restored.history.extend(e for e in history if isinstance(e, dict))
+    return restored
 
 
 def _shown(value: object) -> str:

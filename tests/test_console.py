@@ -202,6 +202,39 @@ async def test_state_shape_policy_split_and_thresholds(bridge: Factory) -> None:
     assert "tok" not in text and "127.0.0.1:9" not in text
 
 
+# The keys of a plan's state the console page reads (bridge/rollout.py `Rollout.describe`).
+PLAN_KEYS = {
+    "route", "plan", "state", "reason", "step", "step_index", "voicegateway_percent", "force",
+    "since", "time_on_step_s", "next_evaluation", "voicegateway_calls", "verdict", "history",
+}  # fmt: skip
+
+
+async def test_state_lists_each_plan_as_admin_plan_describes_it(bridge: Factory) -> None:
+    b = await bridge()
+    status, state = await b.call("GET", "/console/api/state", ADMIN)
+    assert status == 200 and state["plans"] == []  # no route has a plan
+    doc = _doc()
+    plan = {"steps": [10, 50, 100], "hold": "10m", "min_calls": 5, "approve": "manual"}
+    doc["routes"]["r"]["migration"]["plan"] = plan
+    b = await bridge(doc)
+    status, state = await b.call("GET", "/console/api/state", ADMIN)
+    assert status == 200
+    [shown] = state["plans"]  # the route without a plan is not listed
+    assert set(shown) >= PLAN_KEYS  # what the page reads
+    status, described = await b.call("GET", "/admin/plan?route=r", ADMIN)
+    assert status == 200
+    moving = {"time_on_step_s", "reason"}  # "waiting: hold N s more" counts down
+    assert {k: v for k, v in shown.items() if k not in moving} == {
+        k: v for k, v in described.items() if k not in moving
+    }
+    assert shown["route"] == "r" and shown["state"] == "running"
+    assert (shown["step"], shown["step_index"], shown["voicegateway_percent"]) == (10.0, 0, 10.0)
+    assert shown["plan"]["steps"] == [10.0, 50.0, 100.0] and shown["plan"]["hold"] == 600.0
+    assert shown["plan"]["approve"] == "manual" and shown["plan"]["dry_run"] is False
+    assert "node_match_rate" in shown["plan"]["gates"]  # the defaults, shadow being on
+    assert shown["verdict"] is None and shown["history"] == []
+
+
 async def test_readiness_verdicts_and_latency_from_the_metrics(bridge: Factory) -> None:
     b = await bridge()
     comparisons = b.gateway.metrics.shadow_comparisons

@@ -159,19 +159,25 @@ async def stage(tmp_path: Path) -> AsyncIterator[Stage]:
 
 
 async def _drive(stage: Stage, node: str, screenshot: Path) -> list[str]:
+    return await drive_script(
+        stage,
+        node,
+        SCRIPT,
+        ["--screenshot", str(screenshot), "--split-route", SPLIT, "--divergent-route", DIVERGENT],
+    )
+
+
+async def drive_script(stage: Stage, node: str, script: Path, args: list[str]) -> list[str]:
+    """Run a console script (`--url` and `--token` given, then `args`) to its end, placing the
+    calls it asks for; its stdout lines. Fails the test when it exits non-zero."""
     process = await asyncio.create_subprocess_exec(
         node,
-        str(SCRIPT),
+        str(script),
         "--url",
         stage.url,
         "--token",
         ADMIN_TOKEN,
-        "--screenshot",
-        str(screenshot),
-        "--split-route",
-        SPLIT,
-        "--divergent-route",
-        DIVERGENT,
+        *args,
         cwd=PEERS_DIR,
         env={**os.environ, "CHROMIUM": str(CHROMIUM)},
         stdin=asyncio.subprocess.PIPE,
@@ -197,7 +203,7 @@ async def _drive(stage: Stage, node: str, screenshot: Path) -> list[str]:
             process.kill()
             await process.wait()
     errors = (await stderr_task).decode() if stderr_task else ""
-    assert code == 0, f"console_browser.js failed after {lines[-1:]}:\n{errors}"
+    assert code == 0, f"{script.name} failed after {lines[-1:]}:\n{errors}"
     return lines
 
 

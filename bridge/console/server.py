@@ -43,6 +43,7 @@ from bridge.console.figures import Figures, read_figures
 from bridge.console.fleet import announce_steering, fleet_sync
 from bridge.console.history import FleetReading, History, figures_reading
 from bridge.console.plan import get_plan, plan_loop, post_plan, rollout_for
+from bridge.console.plan import prepare as prepare_plans
 from bridge.console.steering import AuditLog, SteeringError, audit_path, parse_change, steer
 from bridge.console.view import (
     divergence_items,
@@ -379,7 +380,7 @@ def add_console_routes(app: web.Application) -> None:
     app.cleanup_ctx.append(_sampler)
     app.cleanup_ctx.append(_sharing)
     app.cleanup_ctx.append(fleet_sync(app[ConsoleKey].audit_for))
-    rollout_for(app, app[ConsoleKey].audit_for)  # made before the app starts (and freezes)
+    prepare_plans(app, app[ConsoleKey].audit_for)  # before the app starts (and freezes)
     app.cleanup_ctx.append(plan_loop(app[ConsoleKey].audit_for))
     app.on_shutdown.append(_stop_streams)
 

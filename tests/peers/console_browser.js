@@ -8,6 +8,9 @@
 // `CALLS <route> <n>` when it needs calls placed; the test plays them and answers
 // `PATHS <path>,<path>,...` on stdin. Prints `OK` at the end; any failure exits 1 with the reason
 // on stderr.
+//
+// Its helpers (stdio protocol, checks, the Chromium launch) are exported for the other console
+// scripts (console_plan_browser.js); `main` runs only when this file is the script.
 "use strict";
 
 const fs = require("fs");
@@ -19,11 +22,11 @@ const { chromium } = require("playwright-core");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const WAIT_MS = 15000;
 
-function args() {
+function args(required = ["url", "token", "screenshot", "split-route", "divergent-route"]) {
   const out = {};
   const argv = process.argv.slice(2);
   for (let i = 0; i < argv.length; i += 2) out[argv[i].replace(/^--/, "")] = argv[i + 1];
-  for (const key of ["url", "token", "screenshot", "split-route", "divergent-route"]) {
+  for (const key of required) {
     if (!out[key]) throw new Error("missing --" + key);
   }
   return out;
@@ -68,11 +71,9 @@ async function waitFor(predicate, what) {
   }
 }
 
-async function main() {
-  const opts = args();
-  const base = opts.url.replace(/\/$/, "");
-  const split = opts["split-route"];
-  const divergent = opts["divergent-route"];
+// Headless Chromium with a fresh profile and one page; `urls` collects every request, `problems`
+// every page error and console error not matching `expectedErrors` (a RegExp, or null).
+async function launch(expectedErrors) {
   check(fs.existsSync(CHROMIUM), "Chromium is missing at " + CHROMIUM + " (apt-get install chromium)");
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), "acvg-console-chromium-"));
   const context = await chromium.launchPersistentContext(profile, {
@@ -82,19 +83,45 @@ async function main() {
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
+  const browser = { context, page: null, urls: [], problems: [] };
+  browser.close = async () => {
+    await context.close();
+    fs.rmSync(profile, { recursive: true, force: true });
+  };
   try {
     const page = context.pages()[0] || await context.newPage();
-    const urls = [];
-    const problems = [];
-    page.on("request", (request) => urls.push(request.url()));
-    page.on("pageerror", (error) => problems.push("page error: " + error.message));
+    browser.page = page;
+    page.on("request", (request) => browser.urls.push(request.url()));
+    page.on("pageerror", (error) => browser.problems.push("page error: " + error.message));
     page.on("console", (message) => {
-      // The refused token (401) and the refused percentage (400) are expected errors.
-      const expected = /Failed to load resource: .* status of (400|401)\b/.test(message.text());
+      const expected = expectedErrors && expectedErrors.test(message.text());
       if (message.type() === "error" && !expected) {
-        problems.push("console error: " + message.text());
+        browser.problems.push("console error: " + message.text());
       }
     });
+  } catch (error) {
+    await browser.close();
+    throw error;
+  }
+  return browser;
+}
+
+// The end of every run: the token never went into a URL, and the page logged no error.
+function checkClean(browser, token) {
+  const leaked = browser.urls.filter((u) => u.includes(token));
+  check(!leaked.length, "the token appeared in a URL: " + leaked[0]);
+  check(!browser.problems.length, browser.problems.join("; "));
+}
+
+async function main() {
+  const opts = args();
+  const base = opts.url.replace(/\/$/, "");
+  const split = opts["split-route"];
+  const divergent = opts["divergent-route"];
+  // The refused token (401) and the refused percentage (400) are expected errors.
+  const browser = await launch(/Failed to load resource: .* status of (400|401)\b/);
+  try {
+    const page = browser.page;
 
     step("the page loads and asks for the token; data needs it");
     await page.goto(base + "/console");
@@ -196,17 +223,21 @@ async function main() {
     fs.mkdirSync(path.dirname(opts.screenshot), { recursive: true });
     await page.screenshot({ path: opts.screenshot, fullPage: true });
 
-    const leaked = urls.filter((u) => u.includes(opts.token));
-    check(!leaked.length, "the token appeared in a URL: " + leaked[0]);
-    check(!problems.length, problems.join("; "));
+    checkClean(browser, opts.token);
     process.stdout.write("OK\n");
   } finally {
-    await context.close();
-    fs.rmSync(profile, { recursive: true, force: true });
+    await browser.close();
   }
 }
 
-main().then(() => process.exit(0), (error) => {
-  process.stderr.write("console_browser.js: " + (error && error.stack || error) + "\n");
-  process.exit(1);
-});
+// Runs `main` as the script: exit 0 after it, 1 with the reason on stderr.
+function run(name, main) {
+  main().then(() => process.exit(0), (error) => {
+    process.stderr.write(name + ": " + (error && error.stack || error) + "\n");
+    process.exit(1);
+  });
+}
+
+module.exports = { WAIT_MS, args, step, check, placeCalls, number, waitFor, launch, checkClean, run };
+
+if (require.main === module) run("console_browser.js", main);

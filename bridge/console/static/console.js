@@ -7,7 +7,7 @@ const TOKEN_KEY = "acvg-console-token";
 const PATHS = ["legacy", "voicegateway"];
 const SVG_NS = "http://www.w3.org/2000/svg";
 
-const view = { state: null, divergences: [], routes: new Map(), streamAbort: null, retry: 0 };
+const view = { state: null, divergences: [], routes: new Map(), plans: new Map(), streamAbort: null, retry: 0 };
 
 // ------------------------------------------------------------------ small helpers
 
@@ -159,6 +159,7 @@ function applyState(state) {
   banner.textContent = state.draining ? "The bridge is draining: new calls are refused."
     : "Steering is off: the bridge runs without a config file.";
   renderFleet(state.fleet, state.time);
+  renderPlans(state.plans || [], state.time);
   const container = $("routes");
   const seen = new Set();
   for (const route of state.routes) {
@@ -240,11 +241,14 @@ function buildRoute(route) {
 
 function updateRoute(card, route, state) {
   const m = route.migration;
+  const plan = (state.plans || []).find((p) => p.route === route.name);
   card.badges.replaceChildren(...[
     el("span", { class: "badge" }, route.async_mode ? "async" : "sync"),
     el("span", { class: "badge" }, route.paths.join(" + ")),
     m.shadow ? el("span", { class: "badge" }, "shadow on") : null,
     m.force ? el("span", { class: "badge forced", "data-field": "forced" }, "forced: " + m.force) : null,
+    plan ? el("span", { class: "badge plan-" + plan.state, "data-field": "plan" },
+      "plan: " + planState(plan.state) + (plan.plan.dry_run ? " (dry run)" : "")) : null,
   ].filter(Boolean));
   const total = PATHS.reduce((sum, p) => sum + route.split[p].calls, 0);
   card.bar.replaceChildren(...PATHS.map((p) => {
@@ -444,6 +448,238 @@ function renderFleet(fleet, time) {
     el("td", { class: i.draining ? "state-draining" : "state-serving", "data-field": "state" },
       i.draining ? "draining" : "serving"),
     el("td", { class: "num" }, Math.max(0, Math.round(now - i.last_seen)) + " s ago"))));
+}
+
+// ------------------------------------------------------------------ migration plans
+
+// One block per route with a plan, each exactly what GET /admin/plan?route=R answers
+// (bridge/rollout.py). Approve and Resume go to POST /admin/plan with the same token.
+const PLAN_STATES = {
+  running: "running", awaiting_approval: "awaiting approval", rolled_back: "rolled back",
+  paused: "paused", complete: "complete",
+};
+const GATE_STATUS = { pass: "pass", fail: "fail", no_data: "no data" };
+const DECISION_LEVEL = { promote: "ok", approved: "ok", hold: "warn", rollback: "bad" };
+const OPS = { ">=": "≥", "<=": "≤" };
+const HISTORY_SHOWN = 20;
+
+function planState(name) { return PLAN_STATES[name] || name; }
+function percent(value) { return value === null || value === undefined ? "–" : value + " %"; }
+function stamp(iso) { return iso ? iso.replace("T", " ").replace(/(\.\d+)?Z$/, "") : "–"; }
+
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return s + " s";
+  if (s < 3600) return Math.floor(s / 60) + " min" + (s % 60 ? " " + (s % 60) + " s" : "");
+  const m = Math.floor((s % 3600) / 60);
+  return Math.floor(s / 3600) + " h" + (m ? " " + m + " min" : "");
+}
+
+function figure(value) {
+  if (value === null || value === undefined) return "–";
+  return Number.isInteger(value) ? String(value) : String(Number(value.toPrecision(4)));
+}
+
+function renderPlans(plans, time) {
+  $("plans").hidden = !plans.length;
+  const seen = new Set();
+  for (const plan of plans) {
+    seen.add(plan.route);
+    let card = view.plans.get(plan.route);
+    if (!card) {
+      card = buildPlan(plan.route);
+      view.plans.set(plan.route, card);
+      $("plan-list").append(card.root);
+    }
+    updatePlan(card, plan, time);
+  }
+  for (const [name, card] of view.plans) {
+    if (!seen.has(name)) { card.root.remove(); view.plans.delete(name); }
+  }
+}
+
+function buildPlan(name) {
+  const card = { name, busy: false };
+  card.badges = el("span");
+  card.steps = el("ol", { class: "plan-steps", "aria-label": "steps of the plan, route " + name });
+  card.dryNote = el("p", { class: "plan-dry hint", "data-field": "dry-run" });
+  card.facts = el("dl");
+  card.approve = el("button", { type: "button", class: "plan-approve primary" }, "Approve promotion");
+  card.approve.addEventListener("click", () => planAction(card, "approve"));
+  card.resume = el("button", { type: "button", class: "plan-resume" }, "Resume plan");
+  card.resume.addEventListener("click", () => planAction(card, "resume"));
+  card.message = el("p", { class: "steer-msg plan-msg", role: "status" });
+  card.verdict = el("p", { class: "plan-verdict", "data-field": "verdict" });
+  card.gateRows = el("tbody");
+  card.historyRows = el("tbody");
+  const left = el("div", {},
+    el("div", { class: "policy" }, card.facts),
+    el("div", { class: "steer plan-actions" }, card.approve, card.resume), card.message);
+  const right = el("div", {},
+    el("h4", {}, "Gates (last verdict)"), card.verdict,
+    el("table", { class: "plan-gates" },
+      el("thead", {}, el("tr", {}, ...["gate", "critical", "figure", "threshold", "status",
+        "detail"].map((h, i) => el("th", { class: i === 2 || i === 3 ? "num" : null }, h)))),
+      card.gateRows));
+  card.root = el("article", { class: "plan", "data-route": name },
+    el("h3", { class: "plan-title" }, name, card.badges),
+    card.steps, card.dryNote,
+    el("div", { class: "plan-grid" }, left, right),
+    el("h4", {}, "Decisions (newest first)"),
+    el("table", { class: "plan-history" },
+      el("thead", {}, el("tr", {}, ...["time", "decision", "from → to", "dry run", "failed gates",
+        "reason"].map((h) => el("th", {}, h)))),
+      card.historyRows));
+  return card;
+}
+
+function updatePlan(card, p, time) {
+  const plan = p.plan;
+  card.root.className = "plan state-" + p.state + (plan.dry_run ? " dry-run" : "");
+  card.root.setAttribute("data-state", p.state);
+  card.badges.replaceChildren(...[
+    el("span", { class: "badge plan-" + p.state, "data-field": "state-badge" }, planState(p.state)),
+    plan.dry_run ? el("span", { class: "badge dry", "data-field": "dry-run-badge" }, "dry run") : null,
+    el("span", { class: "badge" }, "approve: " + plan.approve),
+    el("span", { class: "badge" }, "on failure: " + plan.on_failure),
+    // another instance runs the plans: this is its state as last published (bridge/console/plan.py)
+    p.leader === false ? el("span", { class: "badge", title: "another instance runs the plans" },
+      "as the leader last published") : null,
+  ].filter(Boolean));
+  card.steps.replaceChildren(...plan.steps.map((s, i) => {
+    const where = p.step_index === null ? "todo"
+      : i < p.step_index ? "done" : i === p.step_index ? "current"
+        : i === p.step_index + 1 && p.state === "awaiting_approval" ? "pending" : "todo";
+    return el("li", {
+      class: "step " + where, "data-step": s, "aria-current": where === "current" ? "step" : null,
+      title: { current: "the plan stands here", done: "passed", pending: "awaits approval" }[where] || "ahead",
+    }, s + " %");
+  }));
+  card.dryNote.hidden = !plan.dry_run;
+  card.dryNote.textContent = plan.dry_run
+    ? "Dry run: the plan judges and logs its verdicts on a step it only imagines; nothing moves " +
+      "(voicegateway_percent stays " + percent(p.voicegateway_percent) + ")."
+    : "";
+  const stepText = p.step === null || p.step === undefined ? "not started"
+    : percent(p.step) + " (step " + (p.step_index + 1) + " of " + plan.steps.length + ")" +
+      (plan.dry_run ? ", imagined" : "");
+  card.facts.replaceChildren(
+    el("dt", {}, "state"),
+    el("dd", { class: "plan-state " + p.state, "data-field": "state" }, planState(p.state)),
+    el("dt", {}, "why"), el("dd", { "data-field": "reason" }, p.reason || "–"),
+    el("dt", {}, "step"), el("dd", { "data-field": "step" }, stepText),
+    el("dt", {}, "voicegateway"), el("dd", { "data-field": "percent" },
+      percent(p.voicegateway_percent) + (p.force ? ", forced to " + p.force : "")),
+    el("dt", {}, "time on step"), el("dd", { "data-field": "time-on-step" },
+      duration(p.time_on_step_s) + " (hold " + duration(plan.hold) + "), since " + stamp(p.since)),
+    el("dt", {}, "voicegateway calls"), el("dd", { "data-field": "calls",
+      class: p.voicegateway_calls >= plan.min_calls ? null : "short" },
+    p.voicegateway_calls + " of " + plan.min_calls + " needed"),
+    el("dt", {}, "next evaluation"), el("dd", { "data-field": "next-evaluation" },
+      nextEvaluation(p, time)),
+    el("dt", {}, "scores"), el("dd", {},
+      "promote at ≥ " + plan.pass_score + ", fail below " + plan.marginal_score +
+      "; re-judged every " + duration(plan.evaluate_every) + " after a hold"));
+  card.approve.hidden = p.state !== "awaiting_approval";
+  card.resume.hidden = p.state !== "rolled_back";
+  if (p.state === "awaiting_approval" && p.step_index !== null && p.step_index + 1 < plan.steps.length) {
+    card.approve.textContent = "Approve: promote to " + percent(plan.steps[p.step_index + 1]);
+  }
+  card.approve.disabled = card.resume.disabled = card.busy;
+  renderVerdict(card, p);
+  renderPlanHistory(card, p.history || []);
+}
+
+function nextEvaluation(p, time) {
+  if (p.state === "awaiting_approval") return "waits for a person to approve";
+  if (p.state === "rolled_back") return "waits for a person to resume";
+  if (p.state === "complete") return "none: on the last step";
+  if (p.state === "paused") return "none while paused";
+  if (!p.next_evaluation) return "–";
+  const left = (Date.parse(p.next_evaluation) - Date.parse(time)) / 1000;
+  return stamp(p.next_evaluation) + (left > 0 ? " (in " + duration(left) + ")" : " (due)");
+}
+
+function renderVerdict(card, p) {
+  const v = p.verdict;
+  if (!v) {
+    card.verdict.className = "plan-verdict hint";
+    card.verdict.textContent = "Not judged yet on this plan.";
+    card.gateRows.replaceChildren(...p.plan.gates.map((name) => el("tr", { "data-gate": name },
+      el("td", {}, name), el("td", {}, "–"), el("td", { class: "num" }, "–"),
+      el("td", { class: "num" }, "–"),
+      el("td", { class: "gate none", "data-field": "status" }, "not judged"), el("td", {}, ""))));
+    if (!p.plan.gates.length) {
+      card.gateRows.append(el("tr", {}, el("td", { colspan: "6", class: "hint" }, "no gates")));
+    }
+    return;
+  }
+  card.verdict.className = "plan-verdict";
+  card.verdict.replaceChildren(
+    el("span", { class: "verdict " + (DECISION_LEVEL[v.decision] || "none"), "data-field": "decision" },
+      v.decision),
+    " — " + v.reason + (v.score === null ? "" : " (score " + v.score.toFixed(2) + ")") +
+    ", " + stamp(v.at));
+  card.gateRows.replaceChildren(...v.gates.map((g) => el("tr", { "data-gate": g.name, "data-status": g.status },
+    el("td", {}, g.name),
+    el("td", { "data-field": "critical" }, g.critical ? "yes" : "no, weight " + g.weight),
+    el("td", { class: "num", "data-field": "figure" }, figure(g.figure)),
+    el("td", { class: "num", "data-field": "threshold" }, (OPS[g.op] || g.op) + " " + figure(g.threshold)),
+    el("td", { class: "gate " + g.status, "data-field": "status" }, GATE_STATUS[g.status] || g.status),
+    el("td", { class: "detail" }, g.detail || ""))));
+  if (!v.gates.length) {
+    card.gateRows.append(el("tr", {}, el("td", { colspan: "6", class: "hint" }, "no gates")));
+  }
+}
+
+function renderPlanHistory(card, history) {
+  const rows = history.slice(0, HISTORY_SHOWN).map((h) => el("tr", { "data-decision": h.decision },
+    el("td", {}, stamp(h.time)),
+    el("td", { class: "verdict " + (DECISION_LEVEL[h.decision] || "none"), "data-field": "decision" },
+      h.decision),
+    el("td", { "data-field": "change" }, percent(h.old) + " → " + percent(h.new)),
+    el("td", { "data-field": "dry-run" }, h.dry_run ? el("span", { class: "badge dry" }, "dry run") : ""),
+    el("td", { "data-field": "failed" }, h.failed && h.failed.length ? h.failed.join(", ") : "–"),
+    el("td", {}, h.reason || "")));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "6", class: "hint" }, "no decisions yet")));
+  if (history.length > HISTORY_SHOWN) {
+    rows.push(el("tr", {}, el("td", { colspan: "6", class: "hint" },
+      (history.length - HISTORY_SHOWN) + " older in the audit log")));
+  }
+  card.historyRows.replaceChildren(...rows);
+}
+
+async function planAction(card, action) {
+  if (card.busy) return;
+  card.busy = true;
+  card.approve.disabled = card.resume.disabled = true;
+  card.message.className = "steer-msg plan-msg";
+  card.message.textContent = action === "approve" ? "approving…" : "resuming…";
+  try {
+    const response = await api("/admin/plan?route=" + encodeURIComponent(card.name), {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ action }),
+    });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok || body.state === "paused") {
+      card.message.className = "steer-msg plan-msg bad";
+      card.message.textContent = body.message || body.reason || ("failed (" + response.status + ")");
+    } else {
+      card.message.className = "steer-msg plan-msg ok";
+      card.message.textContent = (action === "approve" ? "approved: now on " : "resumed on ") +
+        percent(body.step);
+    }
+    const fresh = await api("/console/api/state");
+    if (fresh.ok) applyState(await fresh.json());
+  } catch (error) {
+    if (error.message !== "unauthorised") {
+      card.message.className = "steer-msg plan-msg bad";
+      card.message.textContent = "failed: " + error.message;
+    }
+  } finally {
+    card.busy = false;
+    card.approve.disabled = card.resume.disabled = false;
+  }
 }
 
 // ------------------------------------------------------------------ divergences
