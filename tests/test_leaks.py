@@ -39,7 +39,7 @@ from tests.test_shadow import shadowed_route
 BRIDGE_DIR = Path(bridge_package.__file__).resolve().parent
 SIM_DIR = BRIDGE_DIR / "sim"
 # The app's own background tasks while it runs (the expiry scan, the core budget's watch).
-FIXED_TASKS = {"scan", "watch"}
+FIXED_TASKS = {"scan", "watch", "run_plans"}  # expiry, core budget, migration plans
 
 
 @pytest.fixture

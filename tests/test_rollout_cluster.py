@@ -58,7 +58,6 @@ class Instance:
 async def _start(
     name: str, directory: Path, redis: RedisServer, urls: dict[str, str], clock: Clock
 ) -> Instance:
-    directory.mkdir()
     config_path = directory / "bridge.yaml"
     route = {
         "token": TOKEN,
@@ -115,6 +114,7 @@ async def fleet(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[list
         clock = Clock()
         instances = []
         for name in ("a", "b"):
+            (tmp_path / name).mkdir()
             instance = await _start(name, tmp_path / name, redis_server, urls, clock)
             stack.push_async_callback(instance.runner.cleanup)
             instances.append(instance)

@@ -132,7 +132,7 @@ def plan_loop(audit: Any) -> Any:
     """A cleanup context ticking the plans every `TICK_S` (module doc)."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        async def loop() -> None:
+        async def run_plans() -> None:
             while True:
                 try:
                     await tick_once(app, audit)
@@ -140,7 +140,7 @@ def plan_loop(audit: Any) -> Any:
                     log.exception("migration plan tick failed")
                 await asyncio.sleep(TICK_S)
 
-        task = asyncio.create_task(loop())
+        task = asyncio.create_task(run_plans())
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
