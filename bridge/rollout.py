@@ -143,18 +143,17 @@ class Rollout:
             return
         if current.forced_by_plan:  # a person lifted the plan's own force: go on from there
             current.forced_by_plan = False
+        # (a reload may have changed the steps under a step the plan stood on)
+        if percent is not None and percent not in plan.steps:
+            self._set(
+                current, "paused", f"voicegateway_percent {percent:g} is not a step of the plan"
+            )
+            return
         if percent != current.step:
-            if percent not in plan.steps:
-                self._set(
-                    current,
-                    "paused",
-                    f"voicegateway_percent {percent:g} is not a step of the plan",
-                )
-                return
+            assert percent is not None
             self._adopt(name, current, percent, now, "steered by a person")
-        if (
-            current.state == "paused" and percent is not None
-        ):  # back on a step, unforced: a fresh window from here
+        elif current.state == "paused" and percent is not None:
+            # back on a step, unforced: a fresh window from here
             self._adopt(name, current, percent, now, "resumed: the route is back on a step")
         self._gateway.metrics.rollout_step.labels(name).set(current.step or 0.0)
         if current.state in ("awaiting_approval", "rolled_back", "complete"):
@@ -230,6 +229,8 @@ class Rollout:
     def _percent(self, route: Route, current: PlanState, plan: Plan) -> float | None:
         """The step the route stands on: the real percentage, or the imagined one of a dry run."""
         if plan.dry_run:
+            if current.step is not None and current.step not in plan.steps:
+                current.step = None  # the steps changed: the imagined climb starts again
             return current.step
         percent = route.migration.voicegateway_percent
         if current.step is None and percent < plan.steps[0]:

@@ -387,3 +387,29 @@ def test_a_plan_that_contradicts_the_route_is_a_config_error(tmp_path: Path, bad
     else:
         assert caught.value.path == f"routes.{ROUTE}"
         assert "migration.plan needs a legacy upstream" in caught.value.reason
+
+
+async def test_a_reload_that_changes_the_steps_pauses_the_plan_instead_of_failing(
+    tmp_path: Path,
+) -> None:
+    from bridge.transport.admin import reload_gateway
+
+    async with harness(tmp_path) as h:
+        h.tick(0)
+        assert h.state()["step"] == 5
+        doc = yaml.safe_load(h.config_path.read_text(encoding="utf-8"))
+        doc["routes"][ROUTE]["migration"]["plan"]["steps"] = [10, 50, 100]
+        h.config_path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+        reload_gateway(h.app[GatewayKey])
+        state = h.tick()
+        assert state["state"] == "paused"
+        assert state["reason"] == "voicegateway_percent 5 is not a step of the plan"
+        # a person puts the route on one of the new steps: the plan goes on from there
+        async with h.http.post(
+            f"{h.base}/console/api/routes/{ROUTE}/migration",
+            json={"voicegateway_percent": 10},
+            headers=admin(),
+        ) as response:
+            assert response.status == 200
+        state = h.tick(0)
+        assert (state["state"], state["step"]) == ("running", 10)
