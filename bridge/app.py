@@ -246,11 +246,11 @@ class Gateway:
             del self.streams[key]
 
     async def _hand_off_calls(self, *, report_none: bool = True) -> None:
-        """Drain as handoff: every HTTP-mode call whose state the store takes leaves this
-        instance at once, without ending upstream; its next request lands elsewhere and
-        continues. WebSocket-mode calls (VAIC's socket is to this instance) drain as before."""
-        streaming = {id(call) for _, call in self.streams.values()}
-        calls = [call for call in self.calls.all() if id(call) not in streaming]
+        """Drain as handoff: every call whose state the store takes leaves this instance at
+        once, without ending upstream; its next request lands elsewhere and continues. A
+        WebSocket-mode call's socket is closed with 1001 (going away): VAIC connects again and
+        resumes the session (`session.resume`) on whichever instance it reaches."""
+        calls = list(self.calls.all())
 
         async def one(call: CallSession) -> bool:
             async def publish(state: dict[str, object]) -> bool:
@@ -261,6 +261,10 @@ class Gateway:
             if not await call.hand_off(publish):
                 return False
             self.calls.remove(call, ended=False)
+            key = (call.route_name, call.conversation.conversation_id)
+            held = self.streams.get(key)
+            if held is not None and held[1] is call:
+                del self.streams[key]
             return True
 
         results = await asyncio.gather(*(one(call) for call in calls), return_exceptions=True)
@@ -281,8 +285,7 @@ class Gateway:
             await self._hand_off_calls(report_none=first)
             first = False
             left = deadline - loop.time()
-            streaming = {id(call) for _, call in self.streams.values()}
-            if left <= 0 or all(id(call) in streaming for call in self.calls.all()):
+            if left <= 0 or not len(self.calls):
                 return
             await self.calls.until_empty(min(_HANDOFF_ROUND_S, left))
 

@@ -40,6 +40,9 @@ _END_REASONS = frozenset({"client-disconnected", "bot-disconnected", "transferre
 log = logging.getLogger("bridge.session")
 
 
+GOING_AWAY = 1001  # WebSocket close code of a socket whose call moved to another instance
+
+
 class PushChannel(Protocol):
     """Where unsolicited outputs go: the HTTP-mode push socket or the VAIC WebSocket."""
 
@@ -50,8 +53,9 @@ class PushChannel(Protocol):
     async def push(self, outputs: list[dict[str, object]]) -> None:
         """Deliver one batch; raise ConnectionError if VAIC did not get it."""
 
-    async def close(self) -> None:
-        """The conversation ended: close the channel."""
+    async def close(self, code: int = 1000) -> None:
+        """The conversation ended (1000), or moved to another instance (1001, going away:
+        VAIC connects again, through the load balancer, and goes on there)."""
 
 
 class CallSession:
@@ -305,7 +309,7 @@ class CallSession:
             await self._primary.detach()
             if self._push is not None:
                 push, self._push = self._push, None
-                await push.close()
+                await push.close(GOING_AWAY)
         if self._shadow is not None:  # a shadow does not move with its call: it ends here
             shadow, self._shadow = self._shadow, None
             shadow.submit_end(None, "the call moved to another instance")

@@ -280,6 +280,37 @@ async def test_websocket_mode_calls_through_nginx_resume_after_a_kill(
         assert types[-1] == "call:status"
 
 
+async def test_websocket_mode_calls_move_at_a_sigterm_and_resume_elsewhere(
+    deployed: tuple[Fleet, Nginx], vg_sim: VGEndpointSim
+) -> None:
+    """SIGTERM hands WebSocket-mode calls off too: their sockets close with 1001, VAIC resumes
+    through nginx on another instance, which takes the call over from the store; the Voice
+    Gateway app sees `session:reconnect`, and every turn reaches it exactly once."""
+    fleet, nginx = deployed
+    async with aiohttp.ClientSession() as http:
+        callers = [_WsCall(http, nginx.url) for _ in range(WS_CALLS)]
+        calls = asyncio.gather(*(caller.run(TURNS) for caller in callers))
+        await asyncio.sleep(TURNS * GAP_S / 3)
+        async with http.get(f"{nginx.url}/admin/cluster", headers=ADMIN) as reply:
+            status = await reply.json()
+        busiest = max(status["instances"], key=lambda i: i["calls"])
+        assert busiest["calls"] > 0
+        victim = next(i for i in fleet.instances if i.name == busiest["id"])
+        await asyncio.to_thread(victim.stop)  # SIGTERM: a drain that hands off
+        await calls
+        assert "handed" in victim.log()
+
+    assert [c.answered for c in callers] == [TURNS] * WS_CALLS
+    assert sum(c.resumed for c in callers) == busiest["calls"]
+    assert len(vg_sim.calls) == WS_CALLS
+    for call in vg_sim.calls.values():
+        types = [m.get("type") for m in call.received]
+        assert types.count("session:new") == 1
+        assert types.count("session:reconnect") <= 1
+        assert types.count("verb:hook") == TURNS - 1  # a handoff cuts nothing, repeats nothing
+        assert types[-1] == "call:status"
+
+
 class _AsyncCall:
     """VAIC in HTTP async mode through nginx: turns answered at once, outputs pushed on the
     conversation's socket; a dropped socket is connected again (nginx picks the instance)."""

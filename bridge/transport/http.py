@@ -443,8 +443,8 @@ class PushSocket:
         except (ConnectionError, RuntimeError) as exc:
             raise ConnectionError(str(exc)) from exc
 
-    async def close(self) -> None:
-        await self._ws.close()
+    async def close(self, code: int = 1000) -> None:
+        await self._ws.close(code=code)
 
 
 async def push_socket(

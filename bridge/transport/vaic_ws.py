@@ -62,8 +62,8 @@ class VaicSocket:
             if code is not None and not self._ws.closed:
                 await self._ws.close(code=code)
 
-    async def close(self) -> None:
-        await self._ws.close()
+    async def close(self, code: int = 1000) -> None:
+        await self._ws.close(code=code)
 
 
 class StreamingCall:
