@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -125,7 +126,7 @@ class Gateway:
         self.metrics = metrics
         self.opener = opener
         self.calls = CallRegistry(on_remove=self._forget_record)
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         self._adopting: dict[tuple[str, str], asyncio.Lock] = {}
         self.http: aiohttp.ClientSession | None = None  # legacy upstreams; opened at startup
         self.budget = CoreBudget()  # fed once a second by `_budget_watch`
@@ -188,9 +189,7 @@ class Gateway:
         )
         written = sum(1 for r in results if r is True)
         for call, result in zip(calls, results, strict=True):
-            if result is False and await call.hand_off(_already_elsewhere):
-                self.calls.remove(call, ended=False)
-                self.streams.pop((call.route_name, call.conversation.conversation_id), None)
+            if result is False and await self._leave(call):
                 log.warning("a call was taken over elsewhere while the store was away")
         if calls:
             log.info("state store back: %d of %d call record(s) written again", written, len(calls))
@@ -238,8 +237,32 @@ class Gateway:
 
     async def _save_turn(self, call: CallSession) -> None:
         """A turn's outputs are complete: its state goes to the shared store before VAIC gets
-        them, so a takeover from here on loses nothing VAIC was told."""
-        await handoff.save_started(self.cluster, call.route_name, call.route, call)
+        them, so a takeover from here on loses nothing VAIC was told. A call another instance
+        took over meanwhile (this one was thought dead) is left after this turn: its record is
+        the new owner's, and its next request goes there."""
+        if await handoff.save_started(self.cluster, call.route_name, call.route, call):
+            return
+        log.warning("a call was taken over by another instance: it leaves this one")
+        task = asyncio.get_running_loop().create_task(self._leave(call))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _leave(
+        self,
+        call: CallSession,
+        publish: Callable[[dict[str, Any]], Awaitable[bool]] | None = None,
+    ) -> bool:
+        """The call leaves this instance without ending upstream, once its turn in flight is
+        over (`hand_off` takes the turn lock) and `publish` took its state (default: another
+        instance owns it already, nothing to write)."""
+        if not await call.hand_off(publish or _already_elsewhere):
+            return False
+        self.calls.remove(call, ended=False)
+        key = (call.route_name, call.conversation.conversation_id)
+        held = self.streams.get(key)
+        if held is not None and held[1] is call:
+            del self.streams[key]
+        return True
 
     def prune_streams(self) -> None:
         for key in [key for key in self.streams if self.calls.get(*key) is None]:
@@ -258,14 +281,7 @@ class Gateway:
                     self.cluster, call.route_name, call.route, call.conversation, dict(state)
                 )
 
-            if not await call.hand_off(publish):
-                return False
-            self.calls.remove(call, ended=False)
-            key = (call.route_name, call.conversation.conversation_id)
-            held = self.streams.get(key)
-            if held is not None and held[1] is call:
-                del self.streams[key]
-            return True
+            return await self._leave(call, publish)
 
         results = await asyncio.gather(*(one(call) for call in calls), return_exceptions=True)
         handed = sum(1 for r in results if r is True)

@@ -19,15 +19,16 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 
-# The snapshot script's arguments after its key: state JSON, owner, time-to-live in ms.
-Args = tuple[str, str, int]
+# The snapshot script's arguments after its key: state JSON, owner, time-to-live in ms, and the
+# instance that must own the record for the write to happen ("": write whoever owns it).
+Args = tuple[str, str, int, str]
 
 
 @dataclass(slots=True)
 class _Write:
     key: str
     args: Args
-    done: asyncio.Future[None]
+    done: asyncio.Future[object]
 
 
 class GroupCommit:
@@ -46,13 +47,14 @@ class GroupCommit:
         self._flusher: asyncio.Task[None] | None = None
         self.batches = 0  # pipelines of more than one write sent (for tests and benchmarks)
 
-    async def write(self, key: str, args: Args) -> None:
+    async def write(self, key: str, args: Args) -> object:
+        """The script's result for this write."""
         loop = asyncio.get_running_loop()
         write = _Write(key, args, loop.create_future())
         self._queue.append(write)
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
-        await write.done  # cancelled with its waiter; the write is made all the same
+        return await write.done  # cancelled with its waiter; the write is made all the same
 
     async def _flush(self) -> None:
         try:
@@ -66,8 +68,8 @@ class GroupCommit:
         try:
             if len(batch) == 1:
                 (one,) = batch
-                await self._script(keys=[one.key], args=one.args)  # reloads a flushed script
-                results: list[object] = [None]
+                # the script object reloads a flushed script itself
+                results: list[object] = [await self._script(keys=[one.key], args=one.args)]
             else:
                 self.batches += 1
                 results = await self._pipeline(batch)
@@ -85,7 +87,7 @@ class GroupCommit:
             if isinstance(result, Exception):
                 write.done.set_exception(self._failed(result))
             else:
-                write.done.set_result(None)
+                write.done.set_result(result)
 
     async def _pipeline(self, batch: list[_Write]) -> list[object]:
         async with self._redis.pipeline(transaction=False) as pipe:

@@ -141,16 +141,20 @@ class _Snapshotting(Protocol):
 
 async def save_started(
     cluster: Cluster, route_name: str, route: Route, call: _Snapshotting
-) -> None:
+) -> bool:
     """Write a started call's record (conversation + session) at a turn boundary: one
-    pipelined write. A store that is down costs the turn nothing but the counted error."""
+    pipelined write, made only while this instance owns the call. False when another instance
+    took it over (this one was thought dead: its lease ran out); its record is left alone. A
+    store that is down costs the turn nothing but the counted error."""
     rec = record(route_name, call.conversation, "started")
     session = call.snapshot()
     if session is not None:
         rec["session"] = session
     key = CallKey(route_name, call.conversation.conversation_id)
-    with contextlib.suppress(StoreUnavailable):
-        await cluster.store.save(key, rec, cluster.instance_id, record_ttl_s(route))
+    try:
+        return await cluster.store.save_if_ours(key, rec, cluster.instance_id, record_ttl_s(route))
+    except StoreUnavailable:
+        return True
 
 
 async def rewrite(cluster: Cluster, route_name: str, route: Route, call: _Snapshotting) -> bool:

@@ -228,16 +228,14 @@ redis.call('HSET', KEYS[1], 'owner', ARGV[1])
 return {'claimed', owner}
 """
 
-# KEYS[1] = the call's hash, ARGV = state, owner, time-to-live in ms.
+# KEYS[1] = the call's hash, ARGV = state, owner, time-to-live in ms, guard. With a guard (an
+# instance id), nothing is written when another instance owns the call: 0 then (it was taken
+# over meanwhile). The owner check is inside the write: no extra round trip.
 _SAVE = """
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'owner', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-"""
-
-# The same, unless another instance owns the call: 0 then (it was taken over meanwhile).
-_SAVE_IF_OURS = """
-local owner = redis.call('HGET', KEYS[1], 'owner')
-if owner and owner ~= '' and owner ~= ARGV[2] then return 0 end
+if ARGV[4] ~= '' then
+  local owner = redis.call('HGET', KEYS[1], 'owner')
+  if owner and owner ~= '' and owner ~= ARGV[4] then return 0 end
+end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'owner', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
@@ -282,7 +280,6 @@ class RedisStore:
         self._on_error = on_error
         self._claim = self._redis.register_script(_CLAIM)
         self._release = self._redis.register_script(_RELEASE)
-        self._save_if_ours = self._redis.register_script(_SAVE_IF_OURS)
         self._writes = GroupCommit(
             self._redis,
             self._redis.register_script(_SAVE),
@@ -306,7 +303,7 @@ class RedisStore:
         # one script call (the write and its expiry in one command), batched with the other
         # calls' writes that queue meanwhile (bridge/groupcommit.py)
         ttl_ms = max(1, int(ttl_s * 1000))
-        await self._writes.write(key.redis_key(), (jsontext.dumps(state), owner, ttl_ms))
+        await self._writes.write(key.redis_key(), (jsontext.dumps(state), owner, ttl_ms, ""))
 
     async def load(self, key: CallKey) -> tuple[dict[str, Any], str] | None:
         try:
@@ -364,13 +361,11 @@ class RedisStore:
     async def save_if_ours(
         self, key: CallKey, state: Mapping[str, Any], owner: str, ttl_s: float
     ) -> bool:
-        try:
-            written = await self._save_if_ours(
-                keys=[key.redis_key()],
-                args=[jsontext.dumps(state), owner, max(1, int(ttl_s * 1000))],
-            )
-        except (RedisError, OSError) as exc:
-            raise self._failed("save", exc) from None
+        # batched with the other writes like `save` (the guard is the writer itself)
+        ttl_ms = max(1, int(ttl_s * 1000))
+        written = await self._writes.write(
+            key.redis_key(), (jsontext.dumps(state), owner, ttl_ms, owner)
+        )
         return bool(written)
 
     async def leave(self, instance_id: str) -> None:

@@ -274,3 +274,45 @@ async def test_websocket_mode_resume_on_another_instance(
     types = [m.get("type") for m in call.received]
     assert (types.count("session:new"), types.count("session:reconnect")) == (1, 1)
     assert types.count("verb:hook") == 2
+
+
+async def test_an_owner_thought_dead_never_overwrites_the_new_owners_record(
+    fleet: Fleet, redis_server: RedisServer, legacy_sim: LegacyEndpointSim
+) -> None:
+    """c claimed b's call while b was thought dead (here: the record's owner set to c, as a
+    claim after b's lease ran out leaves it); b, alive after all, serves one more turn of it
+    before it notices, but its per-turn save is refused (the record is c's), so b leaves the
+    call and the call goes on at c."""
+    from redis.asyncio import Redis
+
+    from bridge.store import CallKey
+
+    a, b, c = fleet.instances
+    route, conversation = "l", str(uuid.uuid4())
+    key = CallKey(route, conversation).redis_key()
+    redis = Redis.from_url(redis_server.url)
+    try:
+        async with aiohttp.ClientSession() as http:
+            status, _ = await _post(http, a, f"/ac/{route}", {"conversation": conversation})
+            assert status == 200
+            assert await _turn(http, b, route, conversation, 0)  # b adopts it
+            first = await _turn(http, b, route, conversation, 1)
+            assert (await redis.hget(key, "owner")) == b.name.encode()
+            claimed = await redis.hget(key, "state")
+            await redis.hset(key, "owner", c.name)  # c's claim
+
+            assert await _turn(http, b, route, conversation, 1) == first  # b serves it
+            assert (await redis.hget(key, "owner")) == c.name.encode()
+            assert (await redis.hget(key, "state")) == claimed  # c's record, untouched
+            deadline = time.monotonic() + 5
+            while "taken over by another instance" not in b.log():
+                assert time.monotonic() < deadline, b.log()[-2000:]
+                await asyncio.sleep(0.05)
+            # b let the call go: its next request goes to c, the owner, which goes on with it
+            assert await _turn(http, b, route, conversation, 1) == first
+            status, body = await _post(
+                http, a, f"/ac/{route}/conversation/{conversation}/disconnect", {}
+            )
+            assert (status, body) == (200, {})
+    finally:
+        await redis.aclose()
