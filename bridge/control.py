@@ -12,6 +12,15 @@ At start-up an instance takes the fleet's overrides (a restarted or new instance
 fleet, not its stale file). Pub/sub is at-most-once: an instance that misses a message (Redis
 restarted, the instance's subscription reconnecting) catches up on its next resubscription, which
 re-reads the document.
+
+Redis restarted empty (or flushed) has lost the document: the first instance to resubscribe with
+overrides of its own (its override file) puts them back (`sync_overrides`: SET NX, the audit
+lines and the announcement in one script), so exactly one restores and every other instance
+adopts what it restored. An instance with no overrides restores nothing (an empty document would
+wipe the others'). Where the instances' files differ (one missed a change while partitioned
+from Redis), the first to resubscribe wins: it logs a warning and the fleet's audit list records
+one line per restored setting, `who` naming the instance. The fleet's audit list was lost with
+the rest and starts again with those lines; each instance's own audit file keeps its history.
 """
 
 from __future__ import annotations
@@ -35,6 +44,19 @@ AUDIT_KEY = "acvg:audit"
 AUDIT_KEPT = 1000
 RESUBSCRIBE_S = 1.0
 
+# SET NX of the document; only when it went in, the audit lines and the announcement (one
+# script: no instance can see the restored document before its audit lines). Else the document
+# another instance put there first. ARGV: document, AUDIT_KEPT, channel, message, audit lines...
+_RESTORE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  for i = 5, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+  return {1}
+end
+return {0, redis.call('GET', KEYS[1])}
+"""
+
 Apply = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
@@ -45,6 +67,7 @@ class ControlPlane:
         self._redis = redis
         self._instance_id = instance_id
         self._on_error = on_error
+        self._restore = redis.register_script(_RESTORE)
 
     async def overrides(self) -> Overrides | None:
         """The fleet's overrides document; None when Redis has none or cannot be read."""
@@ -53,13 +76,34 @@ class ControlPlane:
         except (RedisError, OSError):
             self._on_error("control")
             return None
-        if raw is None:
-            return None
+        return _document(raw)
+
+    async def sync_overrides(
+        self, own: Overrides, audit: list[dict[str, Any]]
+    ) -> tuple[Overrides | None, bool]:
+        """The fleet's overrides after a (re)subscription, and whether this instance restored
+        them: when Redis has no document and `own` (this instance's override file) is not
+        empty, `own` becomes the fleet's, with `audit` in the fleet's list, announced to the
+        others. None when Redis has no document or cannot be read."""
+        if not own:
+            return await self.overrides(), False
         try:
-            doc = jsontext.loads(raw)
-        except ValueError:
-            return None
-        return doc if isinstance(doc, dict) else None
+            reply = await self._restore(
+                keys=[OVERRIDES_KEY, AUDIT_KEY],
+                args=[
+                    jsontext.dumps(own),
+                    AUDIT_KEPT,
+                    CHANNEL,
+                    self._message("overrides", audit=audit, restored=True),
+                    *(jsontext.dumps(entry) for entry in audit),
+                ],
+            )
+        except (RedisError, OSError):
+            self._on_error("control")
+            return None, False
+        if reply[0] == 1:
+            return own, True
+        return _document(reply[1] if len(reply) > 1 else None), False
 
     async def publish_overrides(self, overrides: Overrides, audit: list[dict[str, Any]]) -> None:
         """Store the fleet's overrides and the audit lines of the change, then announce it."""
@@ -114,3 +158,13 @@ class ControlPlane:
         op = body.get("op")
         if op in ("overrides", "reload"):
             await apply(str(op), body)
+
+
+def _document(raw: bytes | str | None) -> Overrides | None:
+    if raw is None:
+        return None
+    try:
+        doc = jsontext.loads(raw)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None

@@ -1,5 +1,6 @@
 """bridge/control.py and bridge/console/fleet.py across real `acvg-bridge serve` processes on
-one real redis-server: a change made on any instance applies on every instance."""
+one real redis-server: a change made on any instance applies on every instance, and survives
+Redis restarting empty."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 import yaml
 from redis.asyncio import Redis
 
+from bridge.control import AUDIT_KEY, CHANNEL, OVERRIDES_KEY, ControlPlane
 from bridge.sim.fleet import Fleet, Instance, make_fleet
 from bridge.sim.legacy_endpoint import LegacyEndpointSim
 from bridge.sim.redis_server import RedisServer
@@ -179,6 +181,136 @@ async def test_steering_on_one_instance_moves_the_calls_started_on_the_others(
                         assert reply.status == 200
         finally:
             fleet.stop()
+
+
+async def _fleet_state(redis_url: str) -> tuple[Any, list[dict[str, Any]], int]:
+    """The fleet's overrides document, its audit list and how many instances listen."""
+    client = Redis.from_url(redis_url)
+    try:
+        raw = await client.get(OVERRIDES_KEY)
+        audit = [json.loads(e) for e in await client.lrange(AUDIT_KEY, 0, -1)]
+        listening = dict(await client.pubsub_numsub(CHANNEL))[CHANNEL.encode()]
+    finally:
+        await client.aclose()
+    return (None if raw is None else json.loads(raw)), audit, int(listening)
+
+
+async def _restart_empty(redis_server: RedisServer, listeners: int) -> None:
+    """Redis restarted with nothing in it; back once `listeners` instances resubscribed."""
+    redis_server.stop()
+    redis_server.start()
+
+    async def resubscribed() -> bool:
+        return (await _fleet_state(redis_server.url))[2] == listeners
+
+    await _eventually(resubscribed, within_s=5)
+    await asyncio.sleep(0.3)  # each one's sync, right after its subscription
+
+
+async def test_redis_restarted_empty_gets_the_fleets_overrides_back(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    fleet = make_fleet(tmp_path / "fleet", redis_server.url, ROUTES, names=("a", "b"))
+    late: Fleet | None = None
+    try:
+        a, b = fleet.instances
+        async with aiohttp.ClientSession() as http:
+
+            async def percent(instance: Instance) -> int:
+                return int(
+                    (await _routes(http, instance))["s"]["migration"]["voicegateway_percent"]
+                )
+
+            await _steer(http, a, {"voicegateway_percent": 40})
+
+            async def b_follows() -> bool:
+                return await percent(b) == 40
+
+            await _eventually(b_follows)
+            # b missed a change (partitioned from Redis): its file and its running config say 70
+            (tmp_path / "fleet" / "b.overrides.yaml").write_text(
+                yaml.safe_dump({"routes": {"s": {"migration": {"voicegateway_percent": 70}}}})
+            )
+            async with http.post(f"{b.url}/admin/reload", headers=ADMIN) as reply:
+                assert reply.status == 200
+            assert (await percent(a), await percent(b)) == (40, 70)
+
+            await _restart_empty(redis_server, listeners=2)
+            # exactly one instance restored its file; the fleet follows it, and says who
+            doc, audit, _ = await _fleet_state(redis_server.url)
+            assert [(e["route"], e["setting"], e["old"]) for e in audit] == [
+                ("s", "voicegateway_percent", None)
+            ]
+            winner = {"restore by instance a": a, "restore by instance b": b}[audit[0]["who"]]
+            value = {a.name: 40, b.name: 70}[winner.name]
+            assert audit[0]["new"] == value
+            assert doc == {"s": {"voicegateway_percent": value}}
+
+            async def both_follow() -> bool:
+                return [await percent(a), await percent(b)] == [value, value]
+
+            await _eventually(both_follow)
+            assert f"instance {winner.name} restored them from its override file" in winner.log()
+            loser = b if winner is a else a
+            assert "restored them" not in loser.log()
+
+            # an instance started afterwards with a file saying something else follows the fleet
+            (tmp_path / "late").mkdir()
+            (tmp_path / "late" / "c.overrides.yaml").write_text(
+                yaml.safe_dump({"routes": {"s": {"migration": {"voicegateway_percent": 5}}}})
+            )
+            late = make_fleet(tmp_path / "late", redis_server.url, ROUTES, names=("c",))
+            (c,) = late.instances
+
+            async def c_follows() -> bool:
+                return await percent(c) == value
+
+            await _eventually(c_follows)
+            assert (await _fleet_state(redis_server.url))[0] == doc
+            assert yaml.safe_load((tmp_path / "late" / "c.overrides.yaml").read_text()) == {
+                "routes": {"s": {"migration": {"voicegateway_percent": value}}}
+            }
+    finally:
+        fleet.stop()
+        if late is not None:
+            late.stop()
+
+
+async def test_instances_without_overrides_restore_nothing(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    directory = tmp_path / "fleet"
+    directory.mkdir()
+    (directory / "b.overrides.yaml").write_text("routes: {}\n")  # a file with no settings
+    fleet = make_fleet(directory, redis_server.url, ROUTES, names=("a", "b"))
+    try:
+        await _restart_empty(redis_server, listeners=2)
+        assert (await _fleet_state(redis_server.url))[:2] == (None, [])
+    finally:
+        fleet.stop()
+
+
+async def test_of_instances_restoring_at_once_exactly_one_does(redis_server: RedisServer) -> None:
+    client = Redis.from_url(redis_server.url)
+    try:
+        planes = [ControlPlane(client, name, lambda op: None) for name in ("a", "b", "c")]
+        own = [{"s": {"voicegateway_percent": n}} for n in (10, 20)]
+        audit = [[{"who": f"restore by instance {n}"}] for n in ("a", "b")]
+        assert await planes[2].sync_overrides({}, []) == (None, False)  # writes no empty doc
+        assert await client.exists(OVERRIDES_KEY) == 0
+        results = await asyncio.gather(
+            planes[0].sync_overrides(own[0], audit[0]),
+            planes[1].sync_overrides(own[1], audit[1]),
+        )
+        assert sorted(restored for _, restored in results) == [False, True]
+        winner = [restored for _, restored in results].index(True)
+        assert [doc for doc, _ in results] == [own[winner], own[winner]]
+        assert await planes[2].overrides() == own[winner]
+        assert [json.loads(e) for e in await client.lrange(AUDIT_KEY, 0, -1)] == audit[winner]
+        await client.flushall()  # lost again: the next to sync restores
+        assert await planes[1].sync_overrides(own[1], audit[1]) == (own[1], True)
+    finally:
+        await client.aclose()
 
 
 async def _start_call(http: aiohttp.ClientSession, instance: Instance) -> str:
