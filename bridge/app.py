@@ -24,6 +24,7 @@ from bridge.audiocodes.streaming import StreamingSession
 from bridge.budget import CoreBudget, watch
 from bridge.cluster import Cluster
 from bridge.config import Config, Route
+from bridge.created import CreatedCalls
 from bridge.divergence import DivergenceLog
 from bridge.legacy_path import LegacyPath
 from bridge.limits import CallCounter
@@ -147,6 +148,8 @@ class Gateway:
             listen_url=f"http://{config.listen}",
         )
         self.cluster.on_store_back = self._store_back
+        self.created = CreatedCalls()  # with a shared store: created here, first turn not yet
+        self.cluster.on_beat = self._check_created
         self.journals = Journals(lambda reason: metrics.journal_dropped.labels(reason).inc())
         self._rewriting: asyncio.Task[None] | None = None
 
@@ -173,6 +176,14 @@ class Gateway:
         )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _check_created(self) -> None:
+        if len(self.created):
+            written = await self.created.check(
+                self.cluster.store, asyncio.get_running_loop().time()
+            )
+            if written:
+                log.info("state store: %d new conversation record(s) written again", written)
 
     def _store_back(self) -> None:
         if self._rewriting is None or self._rewriting.done():

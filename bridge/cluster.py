@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bridge.config import ClusterSettings
@@ -57,6 +57,11 @@ class Cluster:
         # (while it is down: whom to ask for a call this instance does not hold).
         self.peers: list[InstanceInfo] = []
         self._back_at = -float("inf")  # monotonic time the store was last seen back
+        # The peers seen before the store came back (maybe empty): while it settles, they may
+        # hold calls the store does not know yet, even if they have not heartbeated again.
+        self._peers_before: list[InstanceInfo] = []
+        # After each heartbeat that reached the store (the gateway's created conversations).
+        self.on_beat: Callable[[], Awaitable[None]] | None = None
         if store is None:
             if settings.redis_url is None:
                 store = MemoryStore()
@@ -94,6 +99,8 @@ class Cluster:
             return
         self._metrics.cluster_instances.set(max(1, len(live)))
         lost = self._announced and not present
+        if (not self.store_up or lost) and self.shared:
+            self._peers_before = list(self.peers)
         peers = [i for i in live if i.id != self.instance_id and not i.draining]
         if peers or not (lost or not self.store_up):
             # a store that just came back empty lists nobody yet: keep asking the last seen
@@ -129,10 +136,21 @@ class Cluster:
             not self.store_up or time.monotonic() - self._back_at < 2 * self.lease_s
         )
 
+    def peers_to_ask(self) -> list[InstanceInfo]:
+        """Whom to ask for a call the store does not know: the live peers, and while the store
+        settles also those seen before it came back."""
+        if not self.store_settling():
+            return self.peers
+        known = {p.id for p in self.peers}
+        return self.peers + [p for p in self._peers_before if p.id not in known]
+
     async def run(self) -> None:
         """Heartbeat until cancelled."""
         while True:
             await self.beat()
+            if self.on_beat is not None and self.store_up:
+                with contextlib.suppress(StoreUnavailable):
+                    await self.on_beat()
             await asyncio.sleep(self.lease_s / 3)
 
     async def leave(self) -> None:

@@ -316,3 +316,33 @@ async def test_an_owner_thought_dead_never_overwrites_the_new_owners_record(
             assert (status, body) == (200, {})
     finally:
         await redis.aclose()
+
+
+@pytest.mark.parametrize("outage", ["restarted_empty", "down"])
+async def test_a_conversation_created_before_redis_lost_it_is_still_served(
+    outage: str, fleet: Fleet, redis_server: RedisServer, legacy_sim: LegacyEndpointSim
+) -> None:
+    """A create only writes a record; its first turn is adopted wherever it lands. Redis
+    losing the record before that (restarted empty, or down at the first turn) must not lose
+    the call: the creating instance kept it and serves it when no peer has it."""
+    a, b, _ = fleet.instances
+    route, conversation = "l", str(uuid.uuid4())
+    async with aiohttp.ClientSession() as http:
+        status, _ = await _post(http, a, f"/ac/{route}", {"conversation": conversation})
+        assert status == 200
+        await asyncio.to_thread(redis_server.stop)
+        if outage == "restarted_empty":
+            await asyncio.to_thread(redis_server.start)
+        try:
+            greeting = await _turn(http, b, route, conversation, 0)  # b does not know it
+            assert greeting
+            assert await _turn(http, b, route, conversation, 1)
+        finally:
+            if outage == "down":
+                await asyncio.to_thread(redis_server.start)
+        status, body = await _post(
+            http, b, f"/ac/{route}/conversation/{conversation}/disconnect", {}
+        )
+        assert (status, body) == (200, {})
+    kinds = [str(r.kind) for r in legacy_sim.requests if r.conversation == conversation]
+    assert kinds.count("create") == 1 and kinds.count("activities") == 2

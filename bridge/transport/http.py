@@ -174,10 +174,21 @@ async def _claim(
             # unknown here, and the store cannot say where the call lives (down, or back but
             # not yet given every instance's records again): ask the peers last seen (a call
             # created while Redis was down lives only on the instance that made it)
-            for peer in cluster.peers:
+            for peer in cluster.peers_to_ask():
                 reply = await handoff.forward(request, http, peer, cluster, gateway.metrics, name)
                 if reply is not None and reply.status not in (404, 503):
                     return reply
+        if found is None:
+            # created here, and its record lost with the store's data before its first turn
+            # (no peer has it): this instance serves it
+            created = gateway.created.take(name, conversation_id, loop.time())
+            if created is not None:
+                log.info("a conversation created here lost its record: served here")
+                adopted = handoff.Adopted(created, None)
+                async with gateway.adoption_lock(name, conversation_id):
+                    if gateway.calls.get(name, conversation_id) is None:
+                        return await _adopt(gateway, name, route, conversation_id, adopted)
+                return None
         if store_down:
             raise AudioCodesProtocolError(
                 "the state store is unreachable; retry", status=503, reason="store_unavailable"
@@ -248,6 +259,7 @@ async def _adopt(
 ) -> web.StreamResponse | None:
     """Serve a conversation from its record: a fresh one as is, a started one by resuming its
     path (Voice Gateway: `session:reconnect`)."""
+    gateway.created.drop(name, conversation_id)
     session = gateway.new_call(name, route, conversation_id, conversation=found.conversation)
     path = "none"
     if found.session is not None:
@@ -374,6 +386,7 @@ async def _published(gateway: Gateway, name: str, route: Route, conversation_id:
         return False
     if not fresh:
         raise AudioCodesProtocolError("conversation already exists", status=409, reason="conflict")
+    gateway.created.add(name, route, conversation)
     return True
 
 
