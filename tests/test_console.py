@@ -172,6 +172,8 @@ async def test_state_shape_policy_split_and_thresholds(bridge: Factory) -> None:
     metrics.routing_decisions.labels("r", "legacy", "percent").inc(2)
     metrics.routing_decisions.labels("r", "legacy", "fallback").inc(1)
     metrics.routing_decisions.labels("r", "voicegateway", "percent").inc(2)
+    metrics.call_outcomes.labels("r", "voicegateway", "bot_hangup").inc(2)
+    metrics.no_input_events.labels("r", "voicegateway").inc(1)
     status, state = await b.call("GET", "/console/api/state", ADMIN)
     assert status == 200
     assert state["thresholds"] == {
@@ -196,6 +198,12 @@ async def test_state_shape_policy_split_and_thresholds(bridge: Factory) -> None:
     assert r["readiness"]["total"]["verdict"] == "not enough data"
     assert r["readiness"]["nodes"] == []
     assert r["latency"]["legacy"] == {"turns": 0, "p50_s": None, "p95_s": None}
+    # the voice KPIs per path (their figures: tests/test_console_view.py)
+    vg_kpis, legacy_kpis = r["kpis"]["voicegateway"], r["kpis"]["legacy"]
+    assert vg_kpis["calls_ended"] == 2 and vg_kpis["no_input_per_call"] == 0.5
+    assert vg_kpis["outcomes"]["bot_hangup"] == {"count": 2, "share": 1.0}
+    assert vg_kpis["first_prompt"] == {"calls": 0, "p50_s": None, "p95_s": None}
+    assert legacy_kpis["calls_ended"] == 0 and legacy_kpis["turns_per_call"] is None
     assert state["history"]["step_s"] == 60 and state["history"]["samples"]
     assert state["audit"] == []
     text = json.dumps(state)

@@ -65,14 +65,41 @@ def test_figures_travel_as_json_and_refuse_what_they_did_not_write() -> None:
     metrics.shadow_comparisons.labels("r", "say", "mismatch").inc(2)
     metrics.turn_duration.labels("r", "legacy", "primary").observe(0.004)
     metrics.turn_duration.labels("r", "legacy", "shadow").observe(30.0)  # lands in +Inf only
+    metrics.call_outcomes.labels("r", "legacy", "caller_hangup").inc(2)
+    metrics.call_outcomes.labels("r", "voicegateway", "error").inc()
+    metrics.time_to_first_prompt.labels("r", "legacy").observe(0.3)
+    metrics.time_to_first_prompt.labels("r", "legacy").observe(20.0)  # +Inf only
+    metrics.call_turns.labels("r", "legacy").observe(4)
+    metrics.call_duration.labels("r", "legacy").observe(42.0)
+    metrics.no_input_events.labels("r", "legacy").inc(3)
+    metrics.no_input_events.labels("r", "voicegateway").inc(0)  # the series exists, counted 0
     figures = read_figures(metrics)
     assert figures.calls_started() == 3
     turns = figures.turns[("r", "legacy")]
     assert turns.count == 2 and turns.buckets[-1] == (math.inf, 2.0)
+    assert turns.sum == 0.0  # turn latency carries no sum (its rows keep the earlier shape)
+    assert figures.outcomes == {
+        ("r", "legacy", "caller_hangup"): 2.0,
+        ("r", "voicegateway", "error"): 1.0,
+    }
+    first = figures.first_prompt[("r", "legacy")]
+    assert (first.count, first.sum) == (2.0, 20.3)
+    assert dict(first.buckets)[0.25] == 0.0 and dict(first.buckets)[0.5] == 1.0
+    assert first.buckets[-1] == (math.inf, 2.0)
+    call_turns, duration = (
+        figures.call_turns[("r", "legacy")],
+        figures.call_duration[("r", "legacy")],
+    )
+    assert (call_turns.count, call_turns.sum, duration.count, duration.sum) == (1, 4, 1, 42)
+    assert figures.no_inputs == {("r", "legacy"): 3.0, ("r", "voicegateway"): 0.0}
     text = json.dumps(figures.to_json(), allow_nan=False)  # +Inf is written as Prometheus does
     assert Figures.from_json(json.loads(text)) == figures
 
     good = figures.to_json()
+    histogram = ["r", "legacy", 1.0, 4.0, [["1.0", 0.0], ["+Inf", 1.0]]]
+    assert Figures.from_json({**good, "call_turns": [histogram]}).call_turns == {
+        ("r", "legacy"): Turns(1.0, ((1.0, 0.0), (math.inf, 1.0)), 4.0)
+    }
     bad: object
     for bad in [
         None,
@@ -82,10 +109,60 @@ def test_figures_travel_as_json_and_refuse_what_they_did_not_write() -> None:
         {**good, "started": [["r", "legacy", "primary", "3"]]},
         {**good, "active": [["r", "legacy", "primary", True]]},
         {**good, "turns": [["r", "legacy", 1.0, [[0.005, 1.0]]]]},
+        {**good, "turns": [["r", "legacy", 1.0, 0.0, [["+Inf", 1.0]]]]},  # no sum in turns
         {**good, "decisions": None},
+        # the voice KPIs: present, they must be well-formed
+        {**good, "outcomes": None},
+        {**good, "outcomes": [["r", "legacy", "error"]]},
+        {**good, "outcomes": [["r", "legacy", 1, 2.0]]},
+        {**good, "no_inputs": {"r": 1}},
+        {**good, "no_inputs": [["r", "legacy", "primary", 1.0]]},
+        {**good, "no_inputs": [["r", "legacy", "1"]]},
+        {**good, "first_prompt": None},
+        {**good, "first_prompt": [["r", "legacy", 1.0, [["+Inf", 1.0]]]]},  # no sum
+        {**good, "call_turns": [["r", "legacy", 1.0, "4", [["+Inf", 1.0]]]]},
+        {**good, "call_turns": [["r", "legacy", 1.0, 4.0, [[1.0, 1.0]]]]},
+        {**good, "call_duration": [["r", "legacy", 1.0, 4.0, [["+Inf", True]]]]},
+        {**good, "call_duration": [["r", "legacy", 1.0, 4.0, None]]},
+        {**good, "call_duration": [[None, "legacy", 1.0, 4.0, []]]},
     ]:
         with pytest.raises(ValueError):
             Figures.from_json(bad)
+
+
+def test_figures_of_an_instance_without_the_voice_kpis_are_read_as_counting_none() -> None:
+    # what an instance of the previous version writes: the same format, no voice-KPI keys
+    earlier = {
+        "format": "acvg-figures/1",
+        "started": [["r", "legacy", "primary", 3.0]],
+        "active": [],
+        "decisions": [["r", "legacy", "percent", 3.0]],
+        "comparisons": [],
+        "turns": [["r", "legacy", 1.0, [["0.005", 1.0], ["+Inf", 1.0]]]],
+    }
+    figures = Figures.from_json(earlier)
+    assert figures.calls_started() == 3
+    assert figures.turns == {("r", "legacy"): Turns(1.0, ((0.005, 1.0), (math.inf, 1.0)))}
+    assert (figures.outcomes, figures.no_inputs) == ({}, {})
+    assert figures.first_prompt == figures.call_turns == figures.call_duration == {}
+    # summed with a current instance's, the fleet's KPIs are that instance's
+    current = Figures(
+        outcomes={("r", "legacy", "bot_hangup"): 1.0},
+        call_turns={("r", "legacy"): Turns(1.0, ((3.0, 1.0), (math.inf, 1.0)), 3.0)},
+    )
+    total = sum_figures([figures, current])
+    assert total.outcomes == current.outcomes and total.call_turns == current.call_turns
+    assert total.calls_started() == 3
+    # and what this version writes an earlier one still reads: the rows it knows keep their shape
+    written = current.to_json()
+    assert {k: written[k] for k in earlier if k != "format"} == {
+        "started": [],
+        "active": [],
+        "decisions": [],
+        "comparisons": [],
+        "turns": [],
+    }
+    assert all(len(row) == 4 for row in sum_figures([figures]).to_json()["turns"])
 
 
 def test_figures_sum_over_instances_and_histograms_stay_cumulative() -> None:
@@ -104,6 +181,37 @@ def test_figures_sum_over_instances_and_histograms_stay_cumulative() -> None:
     assert total.comparisons == {("r", "say", "match"): 5.0, ("r", "say", "mismatch"): 1.0}
     assert total.turns[("r", "legacy")] == _turns(0.004, 0.2, 0.004)
     assert sum_figures([]) == Figures()
+    # the voice KPIs sum too, the histograms with their sums
+    a = Figures(
+        outcomes={("r", "legacy", "error"): 1.0, ("r", "legacy", "caller_hangup"): 2.0},
+        first_prompt={("r", "legacy"): Turns(1.0, ((0.5, 1.0), (math.inf, 1.0)), 0.4)},
+        call_turns={("r", "legacy"): Turns(2.0, ((3.0, 2.0), (math.inf, 2.0)), 5.0)},
+        call_duration={("r", "legacy"): Turns(2.0, ((60.0, 2.0), (math.inf, 2.0)), 70.0)},
+        no_inputs={("r", "legacy"): 1.0},
+    )
+    b = Figures(
+        outcomes={("r", "legacy", "error"): 2.0, ("r", "voicegateway", "bot_hangup"): 1.0},
+        first_prompt={("r", "legacy"): Turns(1.0, ((0.5, 0.0), (math.inf, 1.0)), 12.0)},
+        call_turns={("r", "voicegateway"): Turns(1.0, ((3.0, 1.0), (math.inf, 1.0)), 1.0)},
+        no_inputs={("r", "legacy"): 2.0, ("r", "voicegateway"): 0.0},
+    )
+    kpis = sum_figures([a, b])
+    assert kpis.outcomes == {
+        ("r", "legacy", "error"): 3.0,
+        ("r", "legacy", "caller_hangup"): 2.0,
+        ("r", "voicegateway", "bot_hangup"): 1.0,
+    }
+    assert kpis.first_prompt == {("r", "legacy"): Turns(2.0, ((0.5, 1.0), (math.inf, 2.0)), 12.4)}
+    assert kpis.call_turns == {**a.call_turns, **b.call_turns}
+    assert kpis.call_duration == a.call_duration
+    assert kpis.no_inputs == {("r", "legacy"): 3.0, ("r", "voicegateway"): 0.0}
+    # a sum's JSON reads back as that sum
+    assert Figures.from_json(json.loads(json.dumps(kpis.to_json()))) == kpis
+    # a difference since an earlier histogram keeps its sum; a reset counts from zero
+    later = kpis.first_prompt[("r", "legacy")]
+    earlier = a.first_prompt[("r", "legacy")]
+    assert later.minus(earlier) == Turns(1.0, ((0.5, 0.0), (math.inf, 1.0)), 12.0)
+    assert earlier.minus(later) == earlier
     # another version's buckets: the sum at each bound is what each counted up to it
     coarse = Turns(2.0, ((0.01, 1.0), (math.inf, 2.0)))
     fine = Turns(1.0, ((0.005, 1.0), (0.05, 1.0), (math.inf, 1.0)))

@@ -1,5 +1,6 @@
 """What the console shows, as JSON-ready dicts: per route the split, the policy, readiness per
-node and latency per path; the divergences, filtered and flattened; the fleet's instances.
+node, latency and voice KPIs per path; the divergences, filtered and flattened; the fleet's
+instances.
 
 Pure: reads the config, the figures (one instance's or a fleet's, bridge/console/figures.py) and
 divergence entries handed in; no I/O. Never contains tokens or upstream URLs (the policy comes
@@ -12,14 +13,16 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from bridge.config import Config, ConsoleSettings
-from bridge.console.figures import Figures, sum_figures
+from bridge.console.figures import Figures, Turns, sum_figures
 from bridge.console.history import PATHS, histogram_quantile
+from bridge.kpi import Outcome
 from bridge.reload import describe_routes
 
 __all__ = [
     "Verdict",
     "divergence_items",
     "fleet_view",
+    "kpi_view",
     "merged_entries",
     "route_views",
     "thresholds",
@@ -69,6 +72,54 @@ def _readiness_row(
         **{r: round(counts.get(r, 0.0)) for r in RESULTS},
         "verdict": result,
         "level": _level(settings, result, rate),
+    }
+
+
+def _mean(histogram: Turns | None) -> float | None:
+    if histogram is None or histogram.count <= 0:
+        return None
+    return histogram.sum / histogram.count
+
+
+def kpi_view(figures: Figures, route: str, path: str) -> dict[str, Any]:
+    """The voice KPIs (bridge/kpi.py) of one route's path, primary calls only:
+
+    - `calls_ended`: the calls whose outcome was counted (the sum of `outcomes`);
+    - `outcomes`: each outcome's `count` and `share` of `calls_ended`, every `Outcome` in its
+      order, then any other outcome the figures hold (another version's), sorted;
+    - `first_prompt`: `calls` with a measured wait for the first prompt, its median `p50_s` and
+      `p95_s`, estimated from the histogram's buckets as Prometheus' `histogram_quantile` does
+      (linear interpolation within the bucket holding the rank; the largest finite bound when
+      it falls in `+Inf`), so no finer than the buckets of bridge/metrics.py;
+    - `turns_per_call` and `duration_mean_s`: means over the calls whose start was seen where
+      they ended (not those taken over from another instance): the histograms' sum over count;
+    - `no_input_per_call`: noUserInput events over `calls_ended`.
+
+    Shares, quantiles and means are null without data; counts are 0.
+    """
+    counts = {o: v for (r, p, o), v in figures.outcomes.items() if r == route and p == path}
+    ended = sum(counts.values())
+    names = [o.value for o in Outcome]
+    names += sorted(set(counts) - set(names))
+    first = figures.first_prompt.get((route, path), Turns())
+    no_inputs = figures.no_inputs.get((route, path), 0.0)
+    return {
+        "calls_ended": round(ended),
+        "outcomes": {
+            name: {
+                "count": round(counts.get(name, 0.0)),
+                "share": counts.get(name, 0.0) / ended if ended else None,
+            }
+            for name in names
+        },
+        "first_prompt": {
+            "calls": round(first.count),
+            "p50_s": histogram_quantile(first.buckets, 0.5),
+            "p95_s": histogram_quantile(first.buckets, 0.95),
+        },
+        "turns_per_call": _mean(figures.call_turns.get((route, path))),
+        "no_input_per_call": no_inputs / ended if ended else None,
+        "duration_mean_s": _mean(figures.call_duration.get((route, path))),
     }
 
 
@@ -125,6 +176,7 @@ def route_views(config: Config, figures: Figures) -> list[dict[str, Any]]:
                 "fallbacks": round(fallbacks),
                 "readiness": {"total": _readiness_row(settings, ALL_NODES, overall), "nodes": rows},
                 "latency": latency,
+                "kpis": {path: kpi_view(figures, name, path) for path in PATHS},
             }
         )
     return views

@@ -157,6 +157,9 @@ async function main() {
     check(await page.locator(`section.route[data-route="${split}"] svg.plot path.line.match`).count() === 1,
       "no match-rate line in the plot");
 
+    step("the Voice KPIs of both paths side by side, with their difference");
+    await checkKpis(page, split, divergent);
+
     step("a divergence from the divergent flow, with the differing field highlighted");
     await page.selectOption("#div-route", divergent);
     await page.locator("#div-node option[value=say]").waitFor({ state: "attached" });
@@ -189,11 +192,14 @@ async function main() {
       await card.locator("button.apply-percent").click();
       await card.locator("[data-field=percent]").filter({ hasText: new RegExp(`^${percent} %$`) }).waitFor();
       const before = await number(page, callsOf(expected));
+      const endedBefore = await number(page, kpiCell(split, "calls_ended", expected));
       const paths = await placeCalls(split, 6);
       check(paths.length === 6 && paths.every((p) => p === expected),
         `at ${percent} % the calls went to ${paths}`);
       await waitFor(async () => await number(page, callsOf(expected)) >= before + 6,
         `the page to count 6 more ${expected} calls live`);
+      await waitFor(async () => await number(page, kpiCell(split, "calls_ended", expected)) >= endedBefore + 6,
+        `the Voice KPIs to count 6 more ${expected} calls ended live`);
     }
     await page.locator(`#audit-rows tr[data-route="${split}"][data-setting=voicegateway_percent] td[data-field=change]`)
       .filter({ hasText: "0 → 100" }).waitFor();
@@ -228,6 +234,96 @@ async function main() {
   } finally {
     await browser.close();
   }
+}
+
+// ------------------------------------------------------------------ Voice KPIs
+
+const KPI_PATHS = ["legacy", "voicegateway"];
+
+function kpiCell(route, kpi, p) {
+  return `section.route[data-route="${route}"] table.kpis tr[data-kpi="${kpi}"] ` +
+    (p ? `td[data-path=${p}]` : "td[data-field=diff]");
+}
+
+async function text(page, selector) {
+  return (await page.locator(selector).textContent()).trim();
+}
+
+// `split` served calls on both paths before the page opened; `divergent` on voicegateway only
+// (its legacy runs as the shadow, which the KPIs do not count).
+async function checkKpis(page, split, divergent) {
+  const table = page.locator(`section.route[data-route="${split}"] table.kpis`);
+  await table.waitFor();
+  check((await table.locator("caption").textContent()).startsWith("Voice KPIs"),
+    "the KPI table has no caption");
+  const columns = await table.locator("thead th[scope=col]").allTextContents();
+  check(JSON.stringify(columns) === JSON.stringify(["KPI", "legacy", "voicegateway", "difference"]),
+    "the KPI table's columns are " + JSON.stringify(columns));
+  const rows = await table.locator("tbody tr").count();
+  check(rows >= 11 && await table.locator("tbody tr > th[scope=row]").count() === rows,
+    "each KPI row needs a row header");
+  await waitFor(async () => {
+    for (const p of KPI_PATHS) {
+      if (!(await number(page, kpiCell(split, "calls_ended", p)) > 0)) return false;
+    }
+    return true;
+  }, "calls ended on both paths of " + split);
+  const formats = {
+    first_prompt_p50: /^\d+\.\d\d s$/, first_prompt_p95: /^\d+\.\d\d s$/,
+    turns_per_call: /^\d+\.\d$/, no_input_per_call: /^\d+\.\d\d$/, duration_mean_s: /^\d+\.\d s$/,
+  };
+  for (const p of KPI_PATHS) {
+    for (const [kpi, format] of Object.entries(formats)) {
+      const shown = await text(page, kpiCell(split, kpi, p));
+      check(format.test(shown), `${split} ${p} ${kpi} shows ${JSON.stringify(shown)}`);
+    }
+    const ended = await number(page, kpiCell(split, "calls_ended", p));
+    const shares = await table.locator(`tr[data-kpi^="outcome-"] td[data-path=${p}]`).allTextContents();
+    check(shares.every((s) => /^\d+\.\d % \(\d+\)$/.test(s.trim())),
+      `${p} outcome shares read ${JSON.stringify(shares)}`);
+    const counted = shares.reduce((sum, s) => sum + Number(s.match(/\((\d+)\)/)[1]), 0);
+    check(counted === ended, `${p}: the outcomes count ${counted} of ${ended} calls ended`);
+  }
+  const diff = await text(page, kpiCell(split, "first_prompt_p50"));
+  check(/^(±0\.00 s|▲ \+\d+\.\d\d s \(worse\)|▼ −\d+\.\d\d s \(better\))$/.test(diff),
+    "the median wait's difference reads " + JSON.stringify(diff));
+  for (const cell of await table.locator("td[data-level=worse]").all()) {
+    const shown = await cell.textContent();
+    check(/^[▲▼] .* \(worse\)$/.test(shown), "a worse difference reads " + JSON.stringify(shown));
+  }
+  // the route that served no legacy call: its legacy column is empty, so is the difference
+  check(await number(page, kpiCell(divergent, "calls_ended", "legacy")) === 0,
+    divergent + " counts legacy calls ended");
+  check(await number(page, kpiCell(divergent, "calls_ended", "voicegateway")) > 0,
+    divergent + " counts no voicegateway calls ended");
+  for (const kpi of ["first_prompt_p50", "turns_per_call", "outcome-caller_hangup"]) {
+    const shown = await text(page, kpiCell(divergent, kpi, "legacy"));
+    check(shown === "–", `${divergent} legacy ${kpi} shows ${JSON.stringify(shown)}, not "–"`);
+    check(await text(page, kpiCell(divergent, kpi)) === "–", `${divergent} ${kpi} has a difference`);
+  }
+  check(/^\d+\.\d\d s$/.test(await text(page, kpiCell(divergent, "first_prompt_p50", "voicegateway"))),
+    divergent + " shows no voicegateway wait for the first prompt");
+  // the difference's words, on figures of our own: worse flagged in text as well as in colour
+  const rendered = await page.evaluate(() => {
+    const card = { kpiRows: document.createElement("tbody") };
+    const kpis = (error, wait) => ({
+      calls_ended: 1000, turns_per_call: 3, no_input_per_call: 0.2, duration_mean_s: 40,
+      outcomes: { error: { count: Math.round(error * 1000), share: error },
+        bot_hangup: { count: 500, share: 0.5 } },
+      first_prompt: { calls: 1000, p50_s: wait, p95_s: null },
+    });
+    renderKpis(card, { legacy: kpis(0.1, 0.5), voicegateway: kpis(0.131, 0.38) });
+    const diff = (kpi) => {
+      const cell = card.kpiRows.querySelector(`tr[data-kpi="${kpi}"] td[data-field=diff]`);
+      return [cell.textContent, cell.getAttribute("data-level")];
+    };
+    return [diff("outcome-error"), diff("first_prompt_p50"), diff("first_prompt_p95"),
+      diff("calls_ended"), diff("outcome-bot_hangup"), diff("outcome-early_hangup")];
+  });
+  const expected = [["▲ +3.1 pts (worse)", "worse"], ["▼ −0.12 s (better)", "better"],
+    ["–", "none"], ["±0", "same"], ["±0.0 pts", "same"], ["–", "none"]];
+  check(JSON.stringify(rendered) === JSON.stringify(expected),
+    "the differences read " + JSON.stringify(rendered));
 }
 
 // Runs `main` as the script: exit 0 after it, 1 with the reason on stderr.

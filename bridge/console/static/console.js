@@ -210,6 +210,7 @@ function buildRoute(route) {
     el("label", {}, "voicegateway % ", card.percentInput), apply, kill, forceVg, clear);
   card.readyRows = el("tbody");
   card.latencyRows = el("tbody");
+  card.kpiRows = el("tbody");
   card.plot = el("div", { class: "plot-box" });
   const left = el("div", {},
     el("h3", {}, "Split (primary calls)"), card.bar,
@@ -234,7 +235,7 @@ function buildRoute(route) {
       card.latencyRows),
     el("h3", {}, "Last hour (per minute)"), card.plot);
   card.root = el("section", { class: "panel route", "data-route": route.name },
-    card.title, el("div", { class: "route-grid" }, left, right));
+    card.title, el("div", { class: "route-grid" }, left, right), buildKpiTable(card));
   card.percentInput.value = String(route.migration.voicegateway_percent);
   return card;
 }
@@ -301,7 +302,100 @@ function updateRoute(card, route, state) {
       el("td", { class: "num" }, String(l.turns)), el("td", { class: "num" }, ms(l.p50_s)),
       el("td", { class: "num" }, ms(l.p95_s)));
   }));
+  renderKpis(card, route.kpis);
   card.plot.replaceChildren(plot(route.name, state.history));
+}
+
+// ------------------------------------------------------------------ voice KPIs
+
+// The rows of a route's Voice KPIs table, from `route.kpis[path]` (bridge/console/view.py). Each
+// row: its value, how a value and a difference read (`scale`, `digits`, `unit`), and `worse`:
+// the direction in which voicegateway differing from legacy is worse ("up" or "down"), or null
+// where neither direction is (how many calls ended, how long they lasted).
+const OUTCOMES = [
+  ["caller_hangup", "caller hung up", null],
+  ["bot_hangup", "bot hung up", null],
+  ["transferred", "transferred", null],
+  ["no_input_giveup", "bot gave up (no input)", "up"],
+  ["error", "error", "up"],
+  ["early_hangup", "early hangup", "up"],
+];
+const SHARE = { scale: 100, digits: 1, unit: " pts" };
+const KPI_ROWS = [
+  { key: "calls_ended", label: "calls ended", value: (k) => k.calls_ended, digits: 0, unit: "",
+    worse: null, show: (k) => String(k.calls_ended) },
+  ...OUTCOMES.map(([key, label, worse]) => Object.assign({
+    key: "outcome-" + key, label: "ended: " + label, worse,
+    value: (k) => outcome(k, key).share,
+    show: (k) => outcome(k, key).share === null ? "–"
+      : pct(outcome(k, key).share) + " (" + outcome(k, key).count + ")",
+  }, SHARE)),
+  { key: "first_prompt_p50", label: "time to first prompt, median", worse: "up", digits: 2,
+    unit: " s", value: (k) => k.first_prompt.p50_s },
+  { key: "first_prompt_p95", label: "time to first prompt, p95", worse: "up", digits: 2,
+    unit: " s", value: (k) => k.first_prompt.p95_s },
+  { key: "turns_per_call", label: "turns per call (mean)", worse: null, digits: 1, unit: "",
+    value: (k) => k.turns_per_call },
+  { key: "no_input_per_call", label: "no-input events per call", worse: "up", digits: 2, unit: "",
+    value: (k) => k.no_input_per_call },
+  { key: "duration_mean_s", label: "call duration (mean)", worse: null, digits: 1, unit: " s",
+    value: (k) => k.duration_mean_s },
+];
+
+function outcome(kpis, name) {
+  return kpis.outcomes[name] || { count: 0, share: null };
+}
+
+function missing(value) { return value === null || value === undefined; }
+
+function kpiValue(row, kpis) {
+  if (!kpis) return "–";
+  if (row.show) return row.show(kpis);
+  const value = row.value(kpis);
+  return missing(value) ? "–" : value.toFixed(row.digits) + row.unit;
+}
+
+// voicegateway minus legacy as the table shows it: an arrow for the direction, the signed
+// difference, and "(worse)" or "(better)" in words where the row has a worse direction.
+function kpiDiff(row, legacy, voicegateway) {
+  if (missing(legacy) || missing(voicegateway)) return { arrow: "", text: "–", level: "none" };
+  const scale = row.scale || 1;
+  const rounded = Number(((voicegateway - legacy) * scale).toFixed(row.digits));
+  const size = Math.abs(rounded).toFixed(row.digits) + row.unit;
+  if (rounded === 0) return { arrow: "", text: "±" + size, level: "same" };
+  const up = rounded > 0;
+  const level = !row.worse ? "changed" : (row.worse === "up") === up ? "worse" : "better";
+  return {
+    arrow: up ? "▲" : "▼",
+    text: (up ? "+" : "−") + size + (level === "changed" ? "" : " (" + level + ")"),
+    level,
+  };
+}
+
+function buildKpiTable(card) {
+  return el("table", { class: "kpis" },
+    el("caption", {}, "Voice KPIs ",
+      el("span", { class: "hint" }, "primary calls that ended; difference is voicegateway " +
+        "minus legacy, ▲ up ▼ down, flagged where worse")),
+    el("thead", {}, el("tr", {},
+      el("th", { scope: "col" }, "KPI"),
+      el("th", { scope: "col", class: "num path-legacy" }, "legacy"),
+      el("th", { scope: "col", class: "num path-voicegateway" }, "voicegateway"),
+      el("th", { scope: "col", class: "num" }, "difference"))),
+    card.kpiRows);
+}
+
+function renderKpis(card, kpis) {
+  const byPath = kpis || {};
+  card.kpiRows.replaceChildren(...KPI_ROWS.map((row) => {
+    const [legacy, voicegateway] = PATHS.map((p) => byPath[p] ? row.value(byPath[p]) : null);
+    const diff = kpiDiff(row, legacy, voicegateway);
+    return el("tr", { "data-kpi": row.key },
+      el("th", { scope: "row" }, row.label),
+      ...PATHS.map((p) => el("td", { class: "num", "data-path": p }, kpiValue(row, byPath[p]))),
+      el("td", { class: "num diff " + diff.level, "data-field": "diff", "data-level": diff.level },
+        diff.arrow ? el("span", { "aria-hidden": "true" }, diff.arrow + " ") : null, diff.text));
+  }));
 }
 
 async function steer(card, change) {
