@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "tools" / "ensure_system_peers"
-ALL_PACKAGES = ("prometheus", "chromium", "redis-server", "nginx")
+ALL_PACKAGES = ("prometheus", "chromium", "redis-server", "nginx", "haproxy")
 # Real tools the script runs besides bash builtins; everything else on its PATH is a shim.
 REAL_TOOLS = ("sh", "chmod", "rm", "env")
 POLICY_BODY = "#!/bin/sh\nexit 101\n"
@@ -44,6 +44,7 @@ class Sandbox:
         self.apt_log = root / "apt-get.log"
         self.chromium = root / "chromium"
         self.nginx = root / "nginx"
+        self.haproxy = root / "haproxy"
         self.policy = root / "policy-rc.d"
         self.home = root / "home"
         self.home.mkdir()
@@ -109,6 +110,8 @@ exec "$@"
                 self.shim("redis-server")
             elif package == "nginx":
                 self.shim("nginx")
+            elif package == "haproxy":
+                self.shim("haproxy")
             else:
                 raise AssertionError(package)
 
@@ -119,6 +122,7 @@ exec "$@"
             "LC_ALL": "C",
             "ACVG_CHROMIUM": str(self.chromium),
             "ACVG_NGINX": str(self.nginx),
+            "ACVG_HAPROXY": str(self.haproxy),
             "ACVG_POLICY_RC": str(self.policy),
         }
         return subprocess.run(
@@ -161,15 +165,16 @@ def test_the_sandbox_hides_the_machines_tools(box: Sandbox) -> None:
     assert result.stderr == advice(*ALL_PACKAGES)
 
 
-@pytest.mark.parametrize("nginx_at", ["path", "ACVG_NGINX"])
-def test_everything_present_is_silent(box: Sandbox, nginx_at: str) -> None:
+@pytest.mark.parametrize("proxies_at", ["path", "ACVG_NGINX and ACVG_HAPROXY"])
+def test_everything_present_is_silent(box: Sandbox, proxies_at: str) -> None:
     box.sudo(passwordless=True)
     box.install("prometheus", "chromium", "redis-server")
-    if nginx_at == "path":
-        box.install("nginx")
+    if proxies_at == "path":
+        box.install("nginx", "haproxy")
     else:
-        box.nginx.write_text("#!/bin/sh\nexit 0\n")
-        box.nginx.chmod(0o755)
+        for binary in (box.nginx, box.haproxy):
+            binary.write_text("#!/bin/sh\nexit 0\n")
+            binary.chmod(0o755)
     result = box.run()
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
     assert box.calls() == []
@@ -178,7 +183,7 @@ def test_everything_present_is_silent(box: Sandbox, nginx_at: str) -> None:
 
 def test_root_installs_what_is_missing(box: Sandbox) -> None:
     box.sudo(passwordless=True)
-    box.install("redis-server", "nginx")
+    box.install("redis-server", "nginx", "haproxy")
     result = box.run()
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
@@ -192,7 +197,7 @@ def test_root_installs_what_is_missing(box: Sandbox) -> None:
 
 @pytest.mark.parametrize("present", ["promtool", "prometheus"])
 def test_prometheus_needs_both_binaries(box: Sandbox, present: str) -> None:
-    box.install("chromium", "redis-server", "nginx")
+    box.install("chromium", "redis-server", "nginx", "haproxy")
     box.shim(present)
     result = box.run()
     assert result.returncode == 0, result.stderr
@@ -200,7 +205,7 @@ def test_prometheus_needs_both_binaries(box: Sandbox, present: str) -> None:
 
 
 def test_existing_policy_file_is_left_alone(box: Sandbox) -> None:
-    box.install("prometheus", "chromium", "nginx")
+    box.install("prometheus", "chromium", "nginx", "haproxy")
     box.policy.write_text("#!/bin/sh\nexit 0\n")
     box.policy.chmod(0o644)
     result = box.run()
@@ -218,7 +223,7 @@ def test_non_root_installs_through_sudo(box: Sandbox) -> None:
     box.install("prometheus", "chromium")
     result = box.run()
     assert result.returncode == 0, result.stderr
-    assert result.stderr == "ensure_system_peers: installing redis-server nginx\n"
+    assert result.stderr == "ensure_system_peers: installing redis-server nginx haproxy\n"
     calls = box.calls()
     assert calls[0] == "sudo -n true"
     assert calls[1].startswith("sudo -n sh -c ") and str(box.policy) in calls[1]
@@ -226,8 +231,8 @@ def test_non_root_installs_through_sudo(box: Sandbox) -> None:
         "sudo -n apt-get update -qq",
         "apt-get update -qq",
         "sudo -n env DEBIAN_FRONTEND=noninteractive"
-        " apt-get install -y -qq --no-install-recommends redis-server nginx",
-        "apt-get install -y -qq --no-install-recommends redis-server nginx",
+        " apt-get install -y -qq --no-install-recommends redis-server nginx haproxy",
+        "apt-get install -y -qq --no-install-recommends redis-server nginx haproxy",
         f"sudo -n rm -f {box.policy}",
     ]
     assert box.apt_states() == [INSTALLED, INSTALLED_NONINTERACTIVE]
@@ -256,7 +261,7 @@ def test_check_only_reports(box: Sandbox, uid: int) -> None:
     result = box.run("--check")
     assert result.returncode == 1
     assert result.stdout == ""
-    assert result.stderr == advice("chromium", "nginx")
+    assert result.stderr == advice("chromium", "nginx", "haproxy")
     assert box.calls() == []
     assert not box.policy.exists()
 
@@ -275,7 +280,7 @@ def test_root_without_apt_get_says_what_to_run(box: Sandbox) -> None:
     result = box.run()
     assert result.returncode == 1
     assert result.stdout == ""
-    assert result.stderr == advice("nginx")
+    assert result.stderr == advice("nginx", "haproxy")
     assert box.calls() == []
     assert not box.policy.exists()
 
@@ -283,7 +288,7 @@ def test_root_without_apt_get_says_what_to_run(box: Sandbox) -> None:
 @pytest.mark.parametrize("step", ["update", "install"])
 def test_apt_get_failure_fails_and_removes_policy(box: Sandbox, step: str) -> None:
     box.apt_get(fail_on=step)
-    box.install("prometheus", "redis-server", "nginx")
+    box.install("prometheus", "redis-server", "nginx", "haproxy")
     result = box.run()
     assert result.returncode == 100
     expected = install_calls("chromium")
@@ -305,3 +310,20 @@ def test_a_directory_is_no_chromium(box: Sandbox) -> None:
     box.chromium.mkdir()
     result = box.run("--check")
     assert (result.returncode, result.stderr) == (1, advice("chromium"))
+
+
+def test_only_haproxy_missing_installs_haproxy(box: Sandbox) -> None:
+    box.install("prometheus", "chromium", "redis-server", "nginx")
+    result = box.run()
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "ensure_system_peers: installing haproxy\n"
+    assert box.calls() == install_calls("haproxy")
+    assert box.apt_states() == [INSTALLED, INSTALLED_NONINTERACTIVE]
+    assert not box.policy.exists()
+
+
+def test_a_directory_is_no_haproxy(box: Sandbox) -> None:
+    box.install("prometheus", "chromium", "redis-server", "nginx")
+    box.haproxy.mkdir()
+    result = box.run("--check")
+    assert (result.returncode, result.stderr) == (1, advice("haproxy"))
