@@ -149,8 +149,12 @@ class Cluster:
         while True:
             await self.beat()
             if self.on_beat is not None and self.store_up:
-                with contextlib.suppress(StoreUnavailable):
+                try:
                     await self.on_beat()
+                except StoreUnavailable:
+                    pass
+                except Exception:  # the heartbeat must go on whatever the hook does
+                    log.exception("after-heartbeat work failed")
             await asyncio.sleep(self.lease_s / 3)
 
     async def leave(self) -> None:

@@ -56,17 +56,21 @@ class CreatedCalls:
         written = 0
         for key, created in list(self._waiting.items()):
             if created.conversation.expired(now):
-                del self._waiting[key]
+                self._waiting.pop(key, None)
                 continue
             call_key = CallKey(*key)
             try:
                 found = await store.load(call_key)
+                if key not in self._waiting:
+                    continue  # served here (or dropped) while the store was asked
                 if found is None:  # lost with the store's data: a create writes it again
                     record = handoff.record(created.route_name, created.conversation, "created")
                     await store.save(call_key, record, "", handoff.record_ttl_s(created.route))
                     written += 1
                 elif found[1] or found[0].get("phase") != "created":
-                    del self._waiting[key]  # adopted: its record is its owner's now
+                    # adopted: its record is its owner's now (it may have gone from here
+                    # meanwhile: taken or dropped while the store was asked)
+                    self._waiting.pop(key, None)
             except StoreUnavailable:
                 return written  # nothing to decide while the store cannot be asked
         return written

@@ -56,3 +56,18 @@ async def test_take_serves_it_once_and_expired_ones_go() -> None:
     created.add("r", ROUTE, conversation("d", now))
     created.drop("r", "d")
     assert len(created) == 0
+
+
+async def test_one_served_while_the_store_is_asked_is_neither_rewritten_nor_a_crash() -> None:
+    created = CreatedCalls()
+    now = asyncio.get_running_loop().time()
+    created.add("r", ROUTE, conversation("busy", now))
+
+    class Asked(MemoryStore):
+        async def load(self, key: CallKey) -> tuple[dict[str, object], str] | None:
+            created.take("r", "busy", now)  # a request serves it meanwhile
+            return None
+
+    store = Asked()
+    assert await created.check(store, now) == 0
+    assert await MemoryStore.load(store, CallKey("r", "busy")) is None
