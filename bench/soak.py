@@ -308,11 +308,21 @@ def vg_repeats(sim: VGEndpointSim) -> dict[str, int]:
 
 
 def legacy_repeats(sim: LegacyEndpointSim) -> dict[str, int]:
-    """GET /upstream for the legacy endpoint: caller inputs it received twice in one call
-    (whatever their activity ids), and activities POSTs that repeated known ids."""
+    """GET /upstream for the legacy endpoint: caller inputs it received twice in one call under
+    different activity ids (the bot ran them twice), and activities POSTs that repeated known
+    ids — a retry the Bot API has the bot answer from its record, as it does VAIC's own (what a
+    turn in flight at a SIGKILL becomes when its new owner sends it again)."""
     duplicates = 0
     for call in sim.calls.values():
-        inputs = [(a.get("type"), a.get("name"), a.get("text")) for a in call.received]
+        ids: set[str] = set()
+        inputs = []
+        for activity in call.received:
+            activity_id = activity.get("id")
+            if isinstance(activity_id, str):
+                if activity_id in ids:
+                    continue  # a repeated id: counted in repeated_posts
+                ids.add(activity_id)
+            inputs.append((activity.get("type"), activity.get("name"), activity.get("text")))
         duplicates += len(inputs) - len(set(inputs))
     return {
         "calls": len(sim.calls),
