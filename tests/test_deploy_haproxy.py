@@ -10,14 +10,10 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, urljoin
+from urllib.parse import urljoin
 
-import aiohttp
 import pytest
-from aiohttp import web
 
 from bridge.app import GatewayKey
 from bridge.sim.haproxy_server import (
@@ -28,128 +24,35 @@ from bridge.sim.haproxy_server import (
     running_haproxy,
 )
 from tests.conftest import BridgeFactory, route_config
+from tests.proxy_stage import (
+    ROUTE,
+    Fleet,
+    Upstream,
+    assert_only_the_lost_moved,
+    check_a_503_is_answered_not_retried,
+    check_headers_reach_the_upstream,
+    check_requests_reuse_connections,
+    check_websocket_echoes_both_ways,
+    client_session,
+    random_ids,
+    running_upstreams,
+)
 
-ROUTE = "/ac/r"
+
+def upstreams_of(n: int) -> list[Upstream]:
+    return [Upstream(i, join_forwarded_for=True) for i in range(n)]
 
 
-@dataclass
-class Upstream:
-    """One stand-in bridge instance: every request answered with who served it and what came;
-    /readyz answered apart (HAProxy's health checks), 503 while `ready` is off."""
-
-    instance: int
-    hang_up: bool = False  # read the request, then drop the connection without an answer
-    refuse: bool = False  # answer 503, as a draining bridge does for a call it handed off
-    delay_s: float = 0.0  # wait this long before answering: a hung instance
-    ready: bool = True
-    seen: list[str] = field(default_factory=list)
-    peers: set[tuple[str, int]] = field(default_factory=set)
-    checks: int = 0
-    runner: web.AppRunner | None = None
-    port: int = 0
-
+class HAProxyFleet(Fleet[HAProxy]):
     @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self.runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        self.port = self.runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
-
-    async def _readyz(self, request: web.Request) -> web.Response:
-        self.checks += 1
-        if not self.ready:
-            return web.json_response({"status": "draining"}, status=503)
-        return web.json_response({"status": "ready"})
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self.seen.append(f"{request.method} {request.path}")
-        body = await request.text()
-        transport = request.transport
-        assert transport is not None
-        self.peers.add(transport.get_extra_info("peername"))
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
-        if self.hang_up:
-            transport.abort()
-            return web.Response()
-        if self.refuse:
-            return web.json_response({"error": "draining"}, status=503)
-        about: dict[str, Any] = {
-            "instance": self.instance,
-            "path": request.path,
-            "method": request.method,
-            "auth": request.headers.get("Authorization"),
-        }
-        if request.headers.get("Upgrade", "").lower() == "websocket":
-            return await self._echo(request, about)
-        about |= {
-            "body": body,
-            # HAProxy adds its own header line (RFC 9110 §5.3: the same as one joined line)
-            "forwarded_for": ", ".join(request.headers.getall("X-Forwarded-For", [])),
-            "forwarded_proto": request.headers.get("X-Forwarded-Proto"),
-            "host": request.headers.get("Host"),
-        }
-        return web.json_response(about)
-
-    async def _echo(self, request: web.Request, about: dict[str, Any]) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        await ws.send_json(about)
-        async for message in ws:
-            if message.type == aiohttp.WSMsgType.TEXT:
-                await ws.send_str(message.data)
-            elif message.type == aiohttp.WSMsgType.BINARY:
-                await ws.send_bytes(message.data)
-        return ws
-
-
-@dataclass
-class Fleet:
-    upstreams: list[Upstream]
-    haproxy: HAProxy
-    http: aiohttp.ClientSession
-
-    def conversation(self, conv: str, op: str) -> str:
-        return f"{self.haproxy.url}{ROUTE}/conversation/{quote(conv, safe='')}/{op}"
-
-    async def post(self, url: str, **kwargs: Any) -> dict[str, Any]:
-        async with self.http.post(url, **kwargs) as resp:
-            assert resp.status == 200, (resp.status, await resp.text(), self.haproxy.error_log())
-            answer: dict[str, Any] = await resp.json()
-            return answer
-
-    async def get(self, url: str) -> dict[str, Any]:
-        async with self.http.get(url) as resp:
-            assert resp.status == 200, (resp.status, await resp.text(), self.haproxy.error_log())
-            answer: dict[str, Any] = await resp.json()
-            return answer
+    def haproxy(self) -> HAProxy:
+        return self.proxy
 
     async def create(self, conv: str, *, ascii_only: bool = False) -> int:
         body = json.dumps({"conversation": conv, "id": "x"}, ensure_ascii=ascii_only)
         answer = await self.post(f"{self.haproxy.url}{ROUTE}", data=body.encode())
         instance: int = answer["instance"]
         return instance
-
-    async def socket_instance(self, url: str) -> int:
-        async with self.http.ws_connect(url) as ws:
-            hello = await ws.receive_json(timeout=5)
-            instance: int = hello["instance"]
-            return instance
-
-    async def placement(self, convs: list[str]) -> dict[str, int]:
-        answers = await asyncio.gather(*(self.post(self.conversation(c, "refresh")) for c in convs))
-        return {c: a["instance"] for c, a in zip(convs, answers, strict=True)}
 
     async def wait_until(self, upstream: Upstream, state: str, timeout_s: float = 5.0) -> None:
         """Until HAProxy has said that `upstream` went `state` (UP, DOWN)."""
@@ -159,26 +62,12 @@ class Fleet:
             await asyncio.sleep(0.05)
 
 
-def random_ids(n: int) -> list[str]:
-    return [uuid.uuid4().hex for _ in range(n)]
-
-
-async def started(upstreams: list[Upstream]) -> list[Upstream]:
-    for upstream in upstreams:
-        await upstream.start()
-    return upstreams
-
-
 @pytest.fixture
-async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
-    upstreams = await started([Upstream(i) for i in range(3)])
-    try:
+async def fleet(tmp_path: Path) -> AsyncIterator[HAProxyFleet]:
+    async with running_upstreams(upstreams_of(3)) as upstreams:
         with running_haproxy(tmp_path, [u.address for u in upstreams]) as haproxy:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-                yield Fleet(upstreams, haproxy, http)
-    finally:
-        for upstream in upstreams:
-            await upstream.stop()
+            async with client_session() as http:
+                yield HAProxyFleet(upstreams, haproxy, http)
 
 
 def test_rendered_conf_passes_haproxy_c() -> None:
@@ -207,7 +96,7 @@ def test_render_refuses_a_template_without_placeholders_or_bad_ids() -> None:
         render_conf(["127.0.0.1:1", "127.0.0.1:3"], "127.0.0.1:2", ids=[4, 4])
 
 
-async def test_a_conversation_sticks_to_one_instance_and_ids_spread(fleet: Fleet) -> None:
+async def test_a_conversation_sticks_to_one_instance_and_ids_spread(fleet: HAProxyFleet) -> None:
     convs = random_ids(50)
 
     async def instances_of(conv: str) -> set[int]:
@@ -225,7 +114,9 @@ async def test_a_conversation_sticks_to_one_instance_and_ids_spread(fleet: Fleet
     assert min(spread.values()) >= 5, spread
 
 
-async def test_a_create_hashes_like_the_percent_encoded_id_in_later_paths(fleet: Fleet) -> None:
+async def test_a_create_hashes_like_the_percent_encoded_id_in_later_paths(
+    fleet: HAProxyFleet,
+) -> None:
     # the path carries the id percent-encoded (UTF-8), the create body as JSON text
     convs = [f"{c} /ä+%é" for c in random_ids(20)]
     placed = await fleet.placement(convs)
@@ -238,7 +129,7 @@ async def test_a_create_hashes_like_the_percent_encoded_id_in_later_paths(fleet:
         assert await fleet.create(conv, ascii_only=True) in {0, 1, 2}
 
 
-async def test_a_create_without_an_id_is_spread(fleet: Fleet) -> None:
+async def test_a_create_without_an_id_is_spread(fleet: HAProxyFleet) -> None:
     bodies = [b"", b"not json", b'{"other": "x"}']
     for body in bodies:
         instances = {
@@ -248,7 +139,7 @@ async def test_a_create_without_an_id_is_spread(fleet: Fleet) -> None:
         assert len(instances) > 1, body
 
 
-async def test_losing_an_instance_moves_only_its_conversations(fleet: Fleet) -> None:
+async def test_losing_an_instance_moves_only_its_conversations(fleet: HAProxyFleet) -> None:
     convs = random_ids(60)
     before = await fleet.placement(convs)
     lost = Counter(before.values()).most_common()[-1][0]
@@ -261,33 +152,22 @@ async def test_losing_an_instance_moves_only_its_conversations(fleet: Fleet) -> 
     after = await fleet.placement(convs)
     again = await fleet.placement(convs)
     assert after == again
-    for conv in convs:
-        if before[conv] == lost:
-            assert after[conv] != lost
-        else:
-            assert after[conv] == before[conv], conv
-    moved_to = {after[c] for c in convs if before[c] == lost}
-    assert moved_to, "no conversation was on the stopped instance"
+    assert_only_the_lost_moved(before, after, lost)
 
 
 async def test_removing_an_instance_from_the_list_moves_only_its_conversations(
     tmp_path: Path,
 ) -> None:
     # the ring is built from the server ids: instance 2 leaving the list keeps 1's and 3's places
-    upstreams = await started([Upstream(i) for i in range(3)])
     convs = random_ids(60)
     placements: list[dict[str, int]] = []
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            for name, kept in (("three", [0, 1, 2]), ("two", [0, 2])):
-                addresses = [upstreams[i].address for i in kept]
-                ids = [i + 1 for i in kept]
-                with running_haproxy(tmp_path / name, addresses, ids=ids) as haproxy:
-                    fleet = Fleet(upstreams, haproxy, http)
-                    placements.append(await fleet.placement(convs))
-    finally:
-        for upstream in upstreams:
-            await upstream.stop()
+    async with running_upstreams(upstreams_of(3)) as upstreams, client_session() as http:
+        for name, kept in (("three", [0, 1, 2]), ("two", [0, 2])):
+            addresses = [upstreams[i].address for i in kept]
+            ids = [i + 1 for i in kept]
+            with running_haproxy(tmp_path / name, addresses, ids=ids) as haproxy:
+                fleet = HAProxyFleet(upstreams, haproxy, http)
+                placements.append(await fleet.placement(convs))
     before, after = placements
     assert 1 in before.values()
     for conv in convs:
@@ -299,7 +179,7 @@ async def test_removing_an_instance_from_the_list_moves_only_its_conversations(
 
 @pytest.mark.parametrize("failure", ["stopped", "hangs_up_after_reading"])
 async def test_a_post_to_a_failed_instance_is_retried_on_another(
-    fleet: Fleet, failure: str
+    fleet: HAProxyFleet, failure: str
 ) -> None:
     convs = random_ids(30)
     before = await fleet.placement(convs)
@@ -328,35 +208,24 @@ async def test_a_hung_instance_is_left_after_the_server_timeout(tmp_path: Path) 
     # the shipped file with a 1 s server timeout instead of 30 s: retry-on response-timeout
     template = SHIPPED_CONF.read_text().replace("timeout server 30s", "timeout server 1s")
     assert template != SHIPPED_CONF.read_text()
-    upstreams = await started([Upstream(i) for i in range(3)])
-    try:
+    async with running_upstreams(upstreams_of(3)) as upstreams:
         with running_haproxy(tmp_path, [u.address for u in upstreams], template=template) as ha:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-                fleet = Fleet(upstreams, ha, http)
+            async with client_session() as http:
+                fleet = HAProxyFleet(upstreams, ha, http)
                 conv = random_ids(1)[0]
                 victim = (await fleet.placement([conv]))[conv]
                 upstreams[victim].delay_s = 5.0
                 answer = await fleet.post(fleet.conversation(conv, "activities"), data=b"{}")
-    finally:
-        for upstream in upstreams:
-            await upstream.stop()
     assert answer["instance"] != victim
     assert upstreams[victim].seen.count(f"POST {ROUTE}/conversation/{conv}/activities") == 1
 
 
-async def test_a_503_is_answered_not_retried(fleet: Fleet) -> None:
+async def test_a_503_is_answered_not_retried(fleet: HAProxyFleet) -> None:
     # while Redis is down every instance may answer 503: passed on to VAIC, which retries
-    convs = random_ids(30)
-    victim = (await fleet.placement(convs))[convs[0]]
-    fleet.upstreams[victim].refuse = True
-    async with fleet.http.post(fleet.conversation(convs[0], "activities"), data=b"{}") as resp:
-        assert resp.status == 503
-    others = [u for u in fleet.upstreams if u.instance != victim]
-    tried = f"POST {ROUTE}/conversation/{convs[0]}/activities"
-    assert all(tried not in u.seen for u in others)
+    await check_a_503_is_answered_not_retried(fleet)
 
 
-async def test_a_draining_instance_leaves_the_ring_and_comes_back(fleet: Fleet) -> None:
+async def test_a_draining_instance_leaves_the_ring_and_comes_back(fleet: HAProxyFleet) -> None:
     convs = random_ids(60)
     before = await fleet.placement(convs)
     drained = fleet.upstreams[Counter(before.values()).most_common()[-1][0]]
@@ -376,58 +245,31 @@ async def test_a_draining_instance_leaves_the_ring_and_comes_back(fleet: Fleet) 
 
 
 async def test_authorization_body_and_forwarding_headers_reach_the_upstream(
-    fleet: Fleet,
+    fleet: HAProxyFleet,
 ) -> None:
-    body = '{"conversation": "c1", "activities": [{"id": "ä", "text": "x y"}]}'
-    headers = {"Authorization": "Bearer route-token-123", "X-Forwarded-For": "10.1.2.3"}
-    answer = await fleet.post(
-        fleet.conversation("c1", "activities"), data=body.encode(), headers=headers
-    )
-    assert answer["method"] == "POST"
-    assert answer["path"] == f"{ROUTE}/conversation/c1/activities"
-    assert answer["auth"] == "Bearer route-token-123"
-    assert answer["body"] == body
-    assert answer["forwarded_for"] == "10.1.2.3, 127.0.0.1"
-    assert answer["forwarded_proto"] == "http"
+    answer = await check_headers_reach_the_upstream(fleet)
     assert answer["host"] == f"127.0.0.1:{fleet.haproxy.port}"
 
-    plain = await fleet.post(fleet.conversation("c1", "refresh"))
-    assert plain["forwarded_for"] == "127.0.0.1"
 
-
-async def test_plain_requests_reuse_upstream_connections(fleet: Fleet) -> None:
-    for _ in range(20):
-        answer = await fleet.post(fleet.conversation("c-keepalive", "refresh"))
-    upstream = fleet.upstreams[answer["instance"]]
+async def test_plain_requests_reuse_upstream_connections(fleet: HAProxyFleet) -> None:
     # A few idle server connections at most (HAProxy keeps them per thread); one per request
     # without reuse.
-    assert len(upstream.seen) == 20
-    assert len(upstream.peers) <= 4, upstream.peers
+    await check_requests_reuse_connections(fleet, most=4)
 
 
-async def test_websocket_mode_upgrade_echoes_both_ways(fleet: Fleet) -> None:
-    headers = {"Authorization": "Bearer route-token-123"}
-    async with fleet.http.ws_connect(f"{fleet.haproxy.url}{ROUTE}", headers=headers) as ws:
-        hello = await ws.receive_json(timeout=5)
-        assert hello["instance"] in {0, 1, 2}
-        assert hello["path"] == ROUTE
-        assert hello["auth"] == "Bearer route-token-123"
-        for text in ('{"type": "message", "text": "hi"}', "second"):
-            await ws.send_str(text)
-            assert await ws.receive_str(timeout=5) == text
-        await ws.send_bytes(b"\x00\x01")
-        assert await ws.receive_bytes(timeout=5) == b"\x00\x01"
+async def test_websocket_mode_upgrade_echoes_both_ways(fleet: HAProxyFleet) -> None:
+    await check_websocket_echoes_both_ways(fleet)
     instances = {await fleet.socket_instance(f"{fleet.haproxy.url}{ROUTE}") for _ in range(9)}
     assert len(instances) > 1
 
 
-async def test_requests_without_a_conversation_id_spread(fleet: Fleet) -> None:
+async def test_requests_without_a_conversation_id_spread(fleet: HAProxyFleet) -> None:
     probes = [await fleet.get(f"{fleet.haproxy.url}{ROUTE}") for _ in range(30)]
     assert len({p["instance"] for p in probes}) > 1
     assert {p["method"] for p in probes} == {"GET"}
 
 
-async def test_health_location_answers_without_an_upstream(fleet: Fleet) -> None:
+async def test_health_location_answers_without_an_upstream(fleet: HAProxyFleet) -> None:
     for upstream in fleet.upstreams:
         await upstream.stop()
     async with fleet.http.get(f"{fleet.haproxy.url}/haproxy-health") as resp:
@@ -446,9 +288,7 @@ async def test_real_bridges_find_each_create_by_its_body_id(
     auth = {"Authorization": "Bearer tok"}
     convs = [str(uuid.uuid4()) for _ in range(30)]
     with running_haproxy(tmp_path, addresses) as haproxy:
-        async with aiohttp.ClientSession(
-            headers=auth, timeout=aiohttp.ClientTimeout(total=10)
-        ) as http:
+        async with client_session(headers=auth) as http:
             async with http.get(f"{haproxy.url}{ROUTE}") as resp:
                 assert await resp.json() == {"type": "ac-bot-api", "success": True}
             for conv in convs:
