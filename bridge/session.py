@@ -291,6 +291,18 @@ class CallSession:
             snap["pending"] = pending
         return snap
 
+    def hand_off_blocker(self) -> str | None:
+        """Why `hand_off` would refuse now (for the operator's log), or None."""
+        if self._closed:
+            return "the call has ended"
+        if self._primary is None or self.path is None:
+            return "its path is not started"
+        if self._turn_lock.locked():
+            return "a turn is in flight"
+        if self.snapshot() is None:
+            return f"the {self.path} path has no state to hand off (connecting or closing)"
+        return None
+
     async def hand_off(self, publish: Callable[[dict[str, Any]], Awaitable[bool]]) -> bool:
         """This instance stops (drain with a shared store): once no turn is in flight, give
         `snapshot()` to `publish` (the shared store) and, if it took it, detach the path

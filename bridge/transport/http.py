@@ -428,9 +428,12 @@ async def handoff_request(
             gateway.cluster, name, call.route, call.conversation, dict(state)
         )
 
+    blocker = call.hand_off_blocker()
     if not await call.hand_off(publish):
+        why = blocker or call.hand_off_blocker() or "the state store did not take its state"
+        log.info("asked to hand a call off, could not: %s", why)
         raise AudioCodesProtocolError(
-            "the call cannot be handed off", status=409, reason="conflict"
+            f"the call cannot be handed off: {why}", status=409, reason="conflict"
         )
     gateway.calls.remove(call, ended=False)
     gateway.streams.pop((name, conversation_id), None)
