@@ -395,3 +395,29 @@ async def test_a_push_socket_brings_its_call_to_the_instance_it_reaches(
     [call] = vg_sim.calls.values()
     types = [m.get("type") for m in call.received]
     assert (types.count("session:new"), types.count("session:reconnect")) == (1, 1)
+
+
+async def test_a_refused_hand_off_request_says_why(
+    redis_server: RedisServer, vg_sim: VGEndpointSim, bridge_factory: BridgeFactory
+) -> None:
+    """Asked to hand off a call it cannot hand off yet (here: created, not started), the owner
+    answers 409 naming the reason; once started, the same request hands it off."""
+    a, b = await _fleet(redis_server, vg_sim, bridge_factory, "a", "b")
+    conversation = await _create(a)
+    gateway = b.app[GatewayKey]
+    call = gateway.new_call("r", gateway.config.routes["r"], conversation)
+    assert gateway.calls.add(call)
+    assert call.hand_off_blocker() == "its path is not started"
+    url = f"{b.url}/cluster/r/conversation/{conversation}/handoff"
+    async with b.http.post(url, headers=AUTH) as reply:
+        body = await reply.json()
+    assert reply.status == 409 and body["error"] == "conflict"
+    assert body["message"] == "the call cannot be handed off: its path is not started"
+    gateway.calls.remove(call, ended=False)
+    await call.close()
+
+    assert (await _turn(b, conversation, 0))[0] == 200  # b starts it (adopted from the store)
+    held = gateway.calls.get("r", conversation)
+    assert held is not None and held.hand_off_blocker() is None
+    async with b.http.post(url, headers=AUTH) as reply:
+        assert reply.status == 200 and (await reply.json()) == {"handed_off": True}
