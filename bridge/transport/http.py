@@ -18,7 +18,7 @@ from aiohttp import web
 from bridge import handoff, jsontext
 from bridge.app import Gateway, GatewayKey
 from bridge.audiocodes import wire as ac
-from bridge.audiocodes.conversation import Conversation, parse_create
+from bridge.audiocodes.conversation import Conversation, InputKind, classify, parse_create
 from bridge.config import Route
 from bridge.console import add_console_routes
 from bridge.errors import AudioCodesProtocolError, CallMoved
@@ -178,9 +178,11 @@ async def _claim(
                 reply = await handoff.forward(request, http, peer, cluster, gateway.metrics, name)
                 if reply is not None and reply.status not in (404, 503):
                     return reply
-        if found is None:
+        if found is None and await _starts_the_call(request):
             # created here, and its record lost with the store's data before its first turn
-            # (no peer has it): this instance serves it
+            # (no peer has it): this instance serves it. Only for the start itself: a later
+            # request means another instance started the call (its record is only missing
+            # until that instance writes it again), and a second copy must never begin here.
             created = gateway.created.take(name, conversation_id, loop.time())
             if created is not None:
                 log.info("a conversation created here lost its record: served here")
@@ -231,6 +233,21 @@ async def _claim(
                 reason="owner_unreachable",
             )
         await asyncio.sleep(handoff.OWNER_POLL_S)
+
+
+async def _starts_the_call(request: web.Request) -> bool:
+    """Whether the request is the conversation's first turn (its activities begin with the
+    `start` event)."""
+    if request.method != "POST" or not request.path.endswith("/activities"):
+        return False
+    try:
+        body = await request.json(loads=jsontext.loads)
+    except ValueError:
+        return False
+    activities = body.get("activities") if isinstance(body, dict) else None
+    if not isinstance(activities, list) or not activities or not isinstance(activities[0], dict):
+        return False
+    return classify(activities[0]) is InputKind.START
 
 
 async def _ask_previous_owner(
