@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -43,22 +44,26 @@ def _serve(args: argparse.Namespace) -> int:
     app.on_startup.append(_reload_on_sighup)
     host, port = parse_listen(config.listen)
     print(f"acvg-bridge listening on http://{config.listen}", file=sys.stderr)
+    from bridge.access_log import runner_options
+
+    options = runner_options(args.access_log)
     if args.loop == "uvloop":
         import uvloop  # type: ignore[import-not-found, unused-ignore]
 
-        uvloop.run(_run(app, host, port))
+        uvloop.run(_run(app, host, port, options))
     else:
-        asyncio.run(_run(app, host, port))
+        asyncio.run(_run(app, host, port, options))
     return 0
 
 
-async def _run(app: web.Application, host: str, port: int) -> None:
+async def _run(app: web.Application, host: str, port: int, runner_options: dict[str, Any]) -> None:
     """Serve until SIGTERM or SIGINT, drain, then clean up (the listener stays open while
-    draining: calls in flight keep reaching the bridge, and readiness answers 503)."""
+    draining: calls in flight keep reaching the bridge, and readiness answers 503).
+    `runner_options` set the access log (bridge/access_log.py)."""
     from bridge.transport.http_errors import JsonErrorRunner
 
     # Server shutdown waits this long for requests still running after the drain.
-    runner = JsonErrorRunner(app, handle_signals=False, shutdown_timeout=10.0)
+    runner = JsonErrorRunner(app, handle_signals=False, shutdown_timeout=10.0, **runner_options)
     await runner.setup()
     freeze_startup_heap()
     try:
@@ -182,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=LOOPS,
         default="asyncio",
         help="event loop (default: asyncio; uvloop if installed)",
+    )
+    serve.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one short line per request at INFO on aiohttp.access: method, kind, status, ms, "
+        "route, conversation (default: on; --no-access-log: none, at no cost)",
     )
     serve.set_defaults(run=_serve)
     demo = sub.add_parser("demo", help="bridge + simulators on loopback, scripted calls")

@@ -7,7 +7,9 @@ handler rewrites each record before it is formatted: the rendered message (after
 exception text and stack text lose every digit run (`bridge.numbers.redact`; whole UUIDs and
 the file and line of traceback frames are kept), DTMF values after a `digits`/`dtmf` key and
 bearer tokens. Short digit runs elsewhere cannot be told apart from counts, so call sites must
-still never log DTMF strings or activity text (style.md).
+still never log DTMF strings or activity text (style.md). A record logged with
+`extra={SCRUBBED: True}` and no `%`-args, exception or stack passes the filter as it is: only
+for messages built from closed sets and numbers the bridge formats (bridge/access_log.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from bridge.numbers import REDACTED, redact
 
 __all__ = [
     "CONTEXT_FIELDS",
+    "SCRUBBED",
     "ContextFormatter",
     "RedactingFilter",
     "configure_logging",
@@ -31,6 +34,8 @@ __all__ = [
 ]
 
 CONTEXT_FIELDS = ("route", "conversation", "call_sid")
+# The `extra` key of a record whose message cannot hold a number, digits or a token.
+SCRUBBED = "scrubbed"
 # websockets logs every frame at DEBUG: session:new carries the caller, verb:hook the transcript.
 # The bridge's own jambonz socket is aiohttp's (no frame logging); websockets stays capped for
 # embedders and tools that still use it (bench/loadgen.py).
@@ -77,6 +82,14 @@ class RedactingFilter(logging.Filter):
     _exceptions = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.__dict__.get(SCRUBBED) is True
+            and not record.args
+            and not record.exc_info
+            and not record.exc_text
+            and not record.stack_info
+        ):
+            return True
         record.msg = scrub(record.getMessage())
         record.args = None
         if record.exc_info:
@@ -88,9 +101,13 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+# A context value with one of these is quoted (str.isspace and `\s` are the same set).
+_NEEDS_QUOTES = re.compile(r"[\s\"'=]")
+
+
 def _context_value(value: object) -> str:
     text = str(value)
-    if not text or any(c.isspace() or c in "\"'=" for c in text):
+    if not text or _NEEDS_QUOTES.search(text):
         return json.dumps(text, ensure_ascii=False)
     return text
 
@@ -98,9 +115,17 @@ def _context_value(value: object) -> str:
 class ContextFormatter(logging.Formatter):
     """`2026-11-25T10:00:00.123Z INFO bridge.session message route=r conversation=… call_sid=…`."""
 
+    # The time up to the second, formatted once per second (every access log line pays this).
+    _second = -1
+    _prefix = ""
+
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        at = datetime.fromtimestamp(record.created, UTC)
-        return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+        # rounded to the microsecond first, as datetime.fromtimestamp does
+        second, micros = divmod(round(record.created * 1_000_000), 1_000_000)
+        if second != self._second:
+            at = datetime.fromtimestamp(second, UTC)
+            self._prefix, self._second = at.strftime("%Y-%m-%dT%H:%M:%S."), second
+        return f"{self._prefix}{micros // 1000:03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         record.message = record.getMessage()
@@ -108,6 +133,8 @@ class ContextFormatter(logging.Formatter):
         for key in CONTEXT_FIELDS:
             value = getattr(record, key, None)
             if value is not None:
+                if key != "route":  # ids VAIC chose could be anything: scrubbed, UUIDs kept
+                    value = scrub(str(value))
                 parts.append(f"{key}={_context_value(value)}")
         line = " ".join(parts)
         if record.exc_info and not record.exc_text:

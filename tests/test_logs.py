@@ -6,10 +6,18 @@ import io
 import logging
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
-from bridge.logs import RedactingFilter, configure_logging, parse_level, scrub
+from bridge.logs import (
+    SCRUBBED,
+    ContextFormatter,
+    RedactingFilter,
+    configure_logging,
+    parse_level,
+    scrub,
+)
 from bridge.sim.vaic import VaicClient
 from tests.conftest import BridgeFactory, route_config
 
@@ -179,3 +187,65 @@ async def test_a_real_call_logs_with_its_context_and_without_the_caller(
     assert len(lines) == 1, text
     assert f" route=r conversation={vaic.conversation_id} call_sid=" in lines[0]
     assert CALLER[1:] not in text and DTMF not in text
+
+
+def test_a_scrubbed_record_passes_as_it_is(log_stream: io.StringIO) -> None:
+    """`extra={SCRUBBED: True}` (bridge/access_log.py): no scrub, so a status stays a status."""
+    log = logging.getLogger("aiohttp.access")
+    log.info("POST activities status=200 ms=123.4", extra={SCRUBBED: True})
+    assert (
+        log_stream.getvalue()
+        .splitlines()[-1]
+        .endswith(" INFO aiohttp.access POST activities status=200 ms=123.4")
+    )
+
+
+def test_the_mark_does_not_cover_args_exceptions_or_stacks(log_stream: io.StringIO) -> None:
+    log = logging.getLogger("bridge.http")
+    log.info("from %s", CALLER, extra={SCRUBBED: True})
+    try:
+        raise ValueError(CALLER)
+    except ValueError:
+        log.exception("failed", extra={SCRUBBED: True})
+    log.info("stack", stack_info=True, extra={SCRUBBED: True})  # the stack quotes +4921154591991
+    log.info(f"not marked {CALLER}", extra={SCRUBBED: False})
+    text = log_stream.getvalue()
+    assert CALLER[1:] not in text
+    assert "from +<redacted>" in text and "ValueError: +<redacted>" in text
+    assert "# the stack quotes +<redacted>" in text
+
+
+def test_time_is_utc_to_the_millisecond_across_seconds() -> None:
+    formatter = ContextFormatter()
+
+    def at(created: float) -> str:
+        record = logging.LogRecord("bridge", logging.INFO, __file__, 1, "m", None, None)
+        record.created = created
+        return formatter.formatTime(record)
+
+    base = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC).timestamp()
+    assert at(base + 0.123) == "2026-11-25T10:00:00.123Z"
+    assert at(base + 0.9995) == "2026-11-25T10:00:00.999Z"
+    assert at(base + 1.004) == "2026-11-25T10:00:01.004Z"
+    assert at(base + 0.5) == "2026-11-25T10:00:00.500Z"  # an earlier second again
+    assert at(base + 59.9999996) == "2026-11-25T10:01:00.000Z"  # rounds up into the next
+    for offset in (0.0, 0.001, 0.0125, 0.9999994, 3599.9876):
+        old = datetime.fromtimestamp(base + offset, UTC)  # what the formatter did before
+        expected = old.strftime("%Y-%m-%dT%H:%M:%S.") + f"{old.microsecond // 1000:03d}Z"
+        assert at(base + offset) == expected
+
+
+def test_a_conversation_id_that_is_a_phone_number_never_reaches_the_log() -> None:
+    import io
+
+    from bridge.logs import configure_logging
+
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)
+    kept = "1227ad5d-9d72-4da9-9cc4-dc9f116f8c96"
+    logging.getLogger("bridge.session").info(
+        "turn", extra={"route": "r", "conversation": "+4930123456789", "call_sid": kept}
+    )
+    line = stream.getvalue()
+    assert "4930123456789" not in line and "123456" not in line
+    assert f"call_sid={kept}" in line
