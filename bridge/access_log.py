@@ -28,7 +28,6 @@ Performs no I/O of its own; the logger's handlers write the line.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from aiohttp import web
@@ -37,7 +36,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from bridge.app import GatewayKey
-from bridge.logs import SCRUBBED
+from bridge.logs import SCRUBBED, is_uuid
 from bridge.numbers import REDACTED
 from bridge.transport.http import UNKNOWN_ROUTE
 
@@ -61,9 +60,6 @@ _KINDS = {
 _PREFIXES = (("/admin/", "admin"), ("/console", "console"))
 OTHER = "other"
 UNMATCHED = "unmatched"
-# A canonical UUID with at least one hex letter (a digits-only one could be a number), as
-# bridge/logs.py keeps them.
-_UUID = re.compile(r"(?=[\d-]{0,35}[a-fA-F])[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 
 
 def kind_of(method: str, canonical: str | None, upgrade: bool = False) -> str:
@@ -118,8 +114,7 @@ class AccessLogger(AbstractAccessLogger):
                     extra["route"] = route if known else UNKNOWN_ROUTE
                 conversation = info.get("conversation") or info.get("cid")
                 if conversation is not None:
-                    uuid = len(conversation) == 36 and _UUID.fullmatch(conversation)
-                    extra["conversation"] = conversation if uuid else REDACTED
+                    extra["conversation"] = conversation if is_uuid(conversation) else REDACTED
             upgrade = canonical == "/ac/{route}" and "Upgrade" in request.headers
             kind = kind_of(method, canonical, upgrade)
             self.logger.info(

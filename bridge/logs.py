@@ -55,6 +55,11 @@ _UUID = re.compile(
 )
 
 
+def is_uuid(text: str) -> bool:
+    """Whether `text` is one whole UUID of the kind the scrub keeps."""
+    return len(text) == 36 and _UUID.fullmatch(text) is not None
+
+
 # A traceback frame's `  File "/path/x.py", line 123, in f`: code locations, never a caller's data
 # (a frame's source line and the exception's message below it are scrubbed as usual).
 _TRACEBACK_FRAME = re.compile(r'^(\s*File "[^"\n]*", line \d+)(?=, in )', re.MULTILINE)

@@ -113,11 +113,7 @@ class Rollout:
         evidence per route (default: this instance's)."""
         now = self.clock()
         self.changed = 0
-        routes = {
-            name: route
-            for name, route in self._gateway.config.routes.items()
-            if route.migration.plan is not None
-        }
+        routes = {name: self._gateway.config.routes[name] for name in self.names()}
         evidence = self._gateway.metrics.evidence
         if evidence.watched != frozenset(routes):
             evidence.watch(routes)

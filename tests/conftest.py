@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gc
+import io
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from aiohttp import web
 
 from bridge.app import GatewayKey, create_app
 from bridge.config import Config, parse_config
+from bridge.logs import configure_logging
 from bridge.sim.redis_server import RedisServer, running_redis
 
 
@@ -78,3 +82,20 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A real redis-server on 127.0.0.1 for this test."""
     with running_redis(tmp_path / "redis") as server:
         yield server
+
+
+@contextmanager
+def logging_into(level: str) -> Iterator[io.StringIO]:
+    """configure_logging(`level`) into a buffer; the root logger's state is restored after."""
+    root = logging.getLogger()
+    handlers, root_level = list(root.handlers), root.level
+    frames = logging.getLogger("websockets")
+    frames_level = frames.level
+    stream = io.StringIO()
+    configure_logging(level, stream=stream)
+    try:
+        yield stream
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(root_level)
+        frames.setLevel(frames_level)

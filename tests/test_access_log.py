@@ -25,9 +25,8 @@ from bridge.access_log import AccessLogger, kind_of, runner_options
 from bridge.app import create_app
 from bridge.cli import build_parser
 from bridge.config import Config
-from bridge.logs import configure_logging
 from bridge.transport.http_errors import JsonErrorRunner
-from tests.conftest import route_config
+from tests.conftest import logging_into, route_config
 
 CALLER = "+4921154591991"
 SECRET = "s3cr3t-Tok"
@@ -42,17 +41,8 @@ ACCESS = re.compile(
 
 @pytest.fixture
 def log_stream() -> Iterator[io.StringIO]:
-    """configure_logging("INFO") into a buffer; the root logger's state is restored after."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    frames = logging.getLogger("websockets")
-    frames_level = frames.level
-    stream = io.StringIO()
-    configure_logging("INFO", stream=stream)
-    yield stream
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    frames.setLevel(frames_level)
+    with logging_into("INFO") as stream:
+        yield stream
 
 
 @asynccontextmanager

@@ -19,7 +19,7 @@ from bridge.logs import (
     scrub,
 )
 from bridge.sim.vaic import VaicClient
-from tests.conftest import BridgeFactory, route_config
+from tests.conftest import BridgeFactory, logging_into, route_config
 
 CALLER = "+4921154591991"
 DTMF = "4711"
@@ -30,17 +30,8 @@ LINE = re.compile(
 
 @pytest.fixture
 def log_stream() -> Iterator[io.StringIO]:
-    """configure_logging into a buffer; the root logger's state is restored afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    frames = logging.getLogger("websockets")
-    frames_level = frames.level
-    stream = io.StringIO()
-    configure_logging("DEBUG", stream=stream)
-    yield stream
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    frames.setLevel(frames_level)
+    with logging_into("DEBUG") as stream:
+        yield stream
 
 
 def test_line_has_time_level_logger_message_and_call_context(log_stream: io.StringIO) -> None:
@@ -235,17 +226,13 @@ def test_time_is_utc_to_the_millisecond_across_seconds() -> None:
         assert at(base + offset) == expected
 
 
-def test_a_conversation_id_that_is_a_phone_number_never_reaches_the_log() -> None:
-    import io
-
-    from bridge.logs import configure_logging
-
-    stream = io.StringIO()
-    configure_logging("INFO", stream=stream)
+def test_a_conversation_id_that_is_a_phone_number_never_reaches_the_log(
+    log_stream: io.StringIO,
+) -> None:
     kept = "1227ad5d-9d72-4da9-9cc4-dc9f116f8c96"
     logging.getLogger("bridge.session").info(
         "turn", extra={"route": "r", "conversation": "+4930123456789", "call_sid": kept}
     )
-    line = stream.getvalue()
+    line = log_stream.getvalue()
     assert "4930123456789" not in line and "123456" not in line
     assert f"call_sid={kept}" in line

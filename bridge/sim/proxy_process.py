@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,7 +68,7 @@ def start_foreground(
         )
 
 
-class LoopbackProxy:
+class LoopbackProxy(ABC):
     """A proxy process listening on 127.0.0.1:`port`; each proxy's handle (a dataclass) names
     the proxy and says where its log is."""
 
@@ -79,8 +80,9 @@ class LoopbackProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @abstractmethod
     def error_log(self) -> str:
-        raise NotImplementedError
+        """What the proxy printed about its failures (shown when it does not start)."""
 
 
 Proxy = TypeVar("Proxy", bound=LoopbackProxy)
